@@ -1,0 +1,1 @@
+"""Checkpoint -> ONNX model directory with a verified manifest."""

@@ -1,0 +1,192 @@
+"""Fine-tuned checkpoint -> verified model directory (ONNX + tokenizer + manifest).
+
+Conversion only; the command line lives in :mod:`export.cli`. The export runs a
+parity gate against PyTorch and refuses to write a manifest that fails it, so
+a model directory that exists is a model directory that was checked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from export.manifest import MANIFEST_NAME, Manifest, Variant, sha256_file
+
+__all__ = ["ExportOptions", "ParityError", "export_checkpoint", "PARITY_SAMPLE"]
+
+log = logging.getLogger(__name__)
+
+LABELS = ["negative", "neutral", "positive"]
+
+#: Fixed texts for the parity gate: headlines, posts, short and long.
+PARITY_SAMPLE = [
+    "Acme Corp shares plunge 18% after the company cuts its full-year outlook",
+    "Northwind Bank beats estimates and raises its dividend by 10%",
+    "Globex to hold annual shareholder meeting on May 14",
+    "$ZZZ absolutely ripping today, best trade of the year 🚀",
+    "lol $QQQ bagholders crying again",
+    "Regulator opens probe into Initech accounting practices; CFO steps down",
+    "Fed leaves rates unchanged, signals patience on future cuts",
+    "Bitcoin slides below key support as exchange outflows accelerate",
+    "The company reported revenue of $4.2 billion, in line with consensus.",
+    "Analysts at a major broker upgrade Hooli to buy with a $250 price target",
+    "ok",
+    " ".join(["Quarterly results were mixed as margins improved while volumes fell."] * 12),
+]
+
+
+class ParityError(RuntimeError):
+    """The exported graph does not match PyTorch within the stated tolerance."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    name: str = "finsentry-sentiment"
+    version: str | None = None  # default: UTC timestamp
+    max_length: int = 128
+    opset: int = 17
+    int8: bool = True
+    fp32_atol: float = 1e-4  # max |logit difference| allowed for fp32
+    int8_min_agreement: float = 0.97  # label agreement with PyTorch
+    default_variant: str | None = None  # default: int8 if built, else fp32
+
+
+def _torch_logits(model, tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return model(**enc).logits.float().numpy()
+
+
+def _ort_logits(path: Path, tokenizer_json: Path, texts: Sequence[str], max_length: int) -> np.ndarray:
+    from streams.model import SentimentModel  # the exact runtime the worker uses
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    tok.enable_truncation(max_length=max_length)
+    tok.no_padding()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    fake = Manifest(
+        name="parity", version="0", labels=LABELS, max_length=max_length, input_names=[],
+        default_variant="x", variants={"x": Variant(file=path.name, precision="fp32")}, files={},
+        created_at=datetime.now(timezone.utc),
+    )
+    return SentimentModel(path.parent, fake, "x", session, tok).logits(texts)
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    out_dir: Path,
+    options: ExportOptions = ExportOptions(),
+    *,
+    parity_texts: Sequence[str] | None = None,
+    metrics: dict | None = None,
+) -> Manifest:
+    """Export ``checkpoint`` (a ``save_pretrained`` directory) to ``out_dir``."""
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    texts = list(parity_texts or PARITY_SAMPLE)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        checkpoint, local_files_only=True, attn_implementation="eager"
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True, use_fast=True)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if labels != LABELS:
+        raise ValueError(f"checkpoint labels {labels} != expected {LABELS}")
+
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+
+    sample = tokenizer(texts[:2], padding=True, return_tensors="pt")
+    input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    dynamic = {n: {0: "batch", 1: "sequence"} for n in input_names}
+    dynamic["logits"] = {0: "batch"}
+    fp32_path = staging / "model.onnx"
+    torch.onnx.export(
+        model,
+        (),
+        str(fp32_path),
+        kwargs={n: sample[n] for n in input_names},
+        input_names=input_names,
+        output_names=["logits"],
+        dynamic_axes=dynamic,
+        opset_version=options.opset,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+    onnx.checker.check_model(str(fp32_path))
+    tokenizer.backend_tokenizer.save(str(staging / "tokenizer.json"))
+
+    reference = _torch_logits(model, tokenizer, texts, options.max_length)
+    fp32 = _ort_logits(fp32_path, staging / "tokenizer.json", texts, options.max_length)
+    max_diff = float(np.abs(fp32 - reference).max())
+    variants = {
+        "fp32": Variant(
+            file="model.onnx", precision="fp32",
+            parity={"max_abs_logit_diff": max_diff, "atol": options.fp32_atol, "n": len(texts)},
+        )
+    }
+    if max_diff > options.fp32_atol:
+        raise ParityError(f"fp32 ONNX logits differ from PyTorch by {max_diff:.2e} > {options.fp32_atol:.0e}")
+
+    if options.int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        int8_path = staging / "model.int8.onnx"
+        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
+        int8 = _ort_logits(int8_path, staging / "tokenizer.json", texts, options.max_length)
+        agreement = float((int8.argmax(1) == reference.argmax(1)).mean())
+        variants["int8"] = Variant(
+            file="model.int8.onnx", precision="int8", providers=["CPUExecutionProvider"],
+            parity={"label_agreement": agreement, "min_agreement": options.int8_min_agreement,
+                    "max_abs_logit_diff": float(np.abs(int8 - reference).max()), "n": len(texts)},
+        )
+        if agreement < options.int8_min_agreement:
+            raise ParityError(f"int8 label agreement {agreement:.3f} < {options.int8_min_agreement}")
+
+    source: dict = {"checkpoint": str(checkpoint)}
+    train_info = checkpoint / "training.json"
+    if train_info.exists():
+        source["training"] = json.loads(train_info.read_text())
+        source["training_json_sha256"] = sha256_file(train_info)
+    files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+    manifest = Manifest(
+        name=options.name,
+        version=options.version or datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S"),
+        labels=labels,
+        max_length=options.max_length,
+        input_names=input_names,
+        default_variant=options.default_variant or ("int8" if options.int8 else "fp32"),
+        variants=variants,
+        files=files,
+        source=source,
+        metrics=metrics or source.get("training", {}).get("metrics", {}),
+        export={
+            "opset": options.opset, "exporter": "torch.onnx (TorchScript)", "int8": "dynamic, per-channel QInt8",
+            "torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+        },
+        created_at=datetime.now(timezone.utc),
+    )
+    (staging / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)  # a directory that exists passed the gate
+    log.info("exported %s %s to %s (fp32 max |Δlogit| %.2e)", manifest.name, manifest.version, out_dir, max_diff)
+    return manifest

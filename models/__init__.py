@@ -1,0 +1,1 @@
+"""Offline training: data loading, fine-tuning and the tiny test model."""

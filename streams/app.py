@@ -1,0 +1,160 @@
+"""The Faust application: topics, the scoring agent and its lifecycle.
+
+Delivery guarantee: at-least-once into Kafka topics, effectively-once into
+InfluxDB. The agent takes events with ``noack_take`` and acks them only after
+InfluxDB accepted the batch and the scores/dead letters were delivered, and
+the consumer (:mod:`streams.commit`) never commits past a message still in
+flight. A crash re-delivers at most the un-acked tail; the idempotent point
+identity (:mod:`streams.points`) makes that re-delivery a no-op in InfluxDB.
+
+Run it with ``finsentry worker`` (or ``faust -A streams.app worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+
+from streams.commit import SafeCommitApp
+from streams.model import load_model
+from streams.records import DeadLetter, Score
+from streams.scoring import BatchResult, BatchScorer, Incoming
+from streams.settings import Settings, load_settings
+from streams.sink import make_sink
+
+__all__ = ["create_app", "app"]
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    ssl_context = None
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        ssl_context = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+        if k.ssl_certfile:
+            ssl_context.load_cert_chain(str(k.ssl_certfile), str(k.ssl_keyfile) if k.ssl_keyfile else None)
+    if k.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.get_secret_value() if k.sasl_password else None,
+            mechanism=k.sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    if ssl_context is not None:
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    """Build the worker app from settings (env/file when not given)."""
+    settings = settings or load_settings()
+    app = SafeCommitApp(
+        settings.kafka.consumer_group,
+        broker=settings.kafka.broker,
+        broker_credentials=_credentials(settings),
+        broker_session_timeout=settings.kafka.session_timeout,
+        broker_heartbeat_interval=settings.kafka.heartbeat_interval,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_partitions=settings.topics.partitions,
+        topic_allow_declare=True,
+        store="memory://",
+        datadir=str(settings.data_dir),
+        web_enabled=settings.web_port != 0,
+        web_port=settings.web_port or 6066,
+        web_bind="127.0.0.1",
+        stream_wait_empty=False,
+    )
+    app.finsentry_settings = settings  # type: ignore[attr-defined]
+
+    t = settings.topics
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    inputs = app.topic(t.news, t.social, **raw)
+    scores_topic = app.topic(t.scores, key_type=bytes, value_type=Score, key_serializer="raw")
+    dead_topic = app.topic(t.dead_letter, key_type=bytes, value_type=DeadLetter, key_serializer="raw")
+    kind_by_topic = {t.news: "news", t.social: "social"}
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    sink = make_sink(settings.influx)
+    state: dict[str, BatchScorer] = {}
+
+    async def _start_scorer() -> BatchScorer:
+        # Loaded inside the agent, before its first batch: loading reads and
+        # hashes the model files, so it runs in the executor, off the loop.
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(executor, lambda: load_model(
+            settings.model_dir, variant=settings.model_variant, intra_op_threads=settings.batch.inference_threads))
+        await sink.start()
+        log.info(
+            "worker ready: %s + %s -> %s; batch %d within %.2fs; model %s %s (%s) on %s; sink %s %s; settings %s",
+            t.news, t.social, t.scores, settings.batch.size, settings.batch.wait, model.name, model.version,
+            model.variant, model.provider, settings.influx.api.value, settings.influx.url, settings.redacted(),
+        )
+        scorer = BatchScorer(model, sink, kind_by_topic=kind_by_topic, executor=executor,
+                             max_text_chars=settings.batch.max_text_chars)
+        state["scorer"] = scorer
+        return scorer
+
+    async def _publish(result) -> None:
+        sends = [
+            await scores_topic.send(key=s.id.encode("utf-8"), value=s, force=True) for s in result.scores
+        ] + [
+            await dead_topic.send(key=(d.item_id or "").encode("utf-8") or None, value=d, force=True)
+            for d in result.dead_letters
+        ]
+        if sends:
+            await asyncio.gather(*sends)  # delivered (acks=all) before we ack the inputs
+
+    @app.agent(inputs, name="score-items")
+    async def score_items(stream: faust.StreamT) -> None:
+        await _start_scorer()
+        try:
+            await _consume(stream)
+        finally:
+            await sink.stop()
+
+    async def _consume(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.batch.size, within=settings.batch.wait):
+            scorer = state["scorer"]  # may have been swapped
+            batch = [
+                Incoming(
+                    topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,
+                    key=e.message.key, value=e.message.value, timestamp=e.message.timestamp,
+                )
+                for e in events
+            ]
+            try:
+                result = await scorer.process(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not stop the stream nor lose the batch
+                log.exception("batch of %d failed unexpectedly; dead-lettering it", len(batch))
+                result = BatchResult(dead_letters=[
+                    scorer.dead_letter(m, "score", f"internal error: {type(exc).__name__}: {exc}", None,
+                                 datetime.now(timezone.utc)) for m in batch
+                ])
+            await _publish(result)
+            for event in events:
+                await stream.ack(event)
+            log.debug("batch %d: %d scored, %d dead-lettered, %.1f ms", len(batch),
+                      len(result.scores), len(result.dead_letters), result.total_ms)
+
+    app.finsentry_state = state  # type: ignore[attr-defined]
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `faust -A streams.app` imports `app`; build it lazily from the environment.
+    if name == "app":
+        value = create_app()
+        globals()["app"] = value
+        return value
+    raise AttributeError(name)

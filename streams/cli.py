@@ -1,0 +1,196 @@
+"""``finsentry`` command line: worker, publish, demo, topics, schema, train, export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from export.cli import export as export_command
+from streams.settings import InfluxApi, Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="finsentry: real-time financial sentiment (Kafka -> Faust -> ONNX Runtime -> InfluxDB).\n\n"
+    "Settings come from FINSENTRY_* environment variables or the file named by FINSENTRY_SETTINGS_FILE; "
+    "flags override them.",
+)
+topics_app = typer.Typer(no_args_is_help=True, help="Manage the pipeline's Kafka topics.")
+app.add_typer(topics_app, name="topics")
+app.command("export", help="Export a fine-tuned checkpoint to a verified ONNX model directory.")(export_command)
+console = Console(stderr=True)
+
+
+def _settings(broker: str | None = None, model_dir: Path | None = None, influx_url: str | None = None,
+              influx_api: InfluxApi | None = None) -> Settings:
+    settings = load_settings()
+    if broker:
+        settings.kafka.broker = broker
+    if model_dir:
+        settings.model_dir = model_dir
+    if influx_url:
+        settings.influx.url = influx_url
+    if influx_api:
+        settings.influx.api = influx_api
+    return settings
+
+
+BrokerOpt = typer.Option(None, "--broker", "-b", help="Kafka URL, e.g. kafka://localhost:9092 (env FINSENTRY_KAFKA__BROKER)")
+
+
+@app.command()
+def worker(
+    broker: Optional[str] = BrokerOpt,
+    model_dir: Optional[Path] = typer.Option(None, help="model directory (env FINSENTRY_MODEL_DIR)"),
+    influx_url: Optional[str] = typer.Option(None, help="InfluxDB URL (env FINSENTRY_INFLUX__URL)"),
+    influx_api: Optional[InfluxApi] = typer.Option(None, help="v2 | v1 | file (env FINSENTRY_INFLUX__API)"),
+    batch_size: Optional[int] = typer.Option(None, help="items per micro-batch (env FINSENTRY_BATCH__SIZE)"),
+    batch_wait: Optional[float] = typer.Option(None, help="max seconds to fill a batch (env FINSENTRY_BATCH__WAIT)"),
+    log_level: Optional[str] = typer.Option(None, help="debug | info | warning | error"),
+) -> None:
+    """Run the scoring worker until stopped (SIGTERM/Ctrl-C stop it cleanly)."""
+    import faust
+
+    from streams.app import create_app
+
+    settings = _settings(broker, model_dir, influx_url, influx_api)
+    if batch_size:
+        settings.batch.size = batch_size
+    if batch_wait:
+        settings.batch.wait = batch_wait
+    if log_level:
+        settings.log_level = log_level
+    from export.manifest import ManifestError, verify_directory
+
+    try:
+        verify_directory(settings.model_dir)
+    except ManifestError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    faust_app = create_app(settings)
+    faust.Worker(faust_app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+
+
+@app.command()
+def publish(
+    files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help=".jsonl or .csv files of items"),
+    broker: Optional[str] = BrokerOpt,
+    topic: Optional[str] = typer.Option(None, help="send everything to this topic instead of routing"),
+    rate: Optional[float] = typer.Option(None, help="items per second (default: as fast as possible)"),
+    event_time: bool = typer.Option(False, help="use published_at as the Kafka message timestamp"),
+) -> None:
+    """Publish items to the input topics, key = item id. Lines are sent as written."""
+    from streams.publish import publish as send, read_items, route
+
+    settings = _settings(broker)
+
+    def messages():
+        for path in files:
+            for payload in read_items(path):
+                out = route(payload, settings.topics, topic)
+                if event_time:
+                    out = _with_event_time(out)
+                yield out
+
+    count = asyncio.run(send(messages(), settings.kafka, rate=rate))
+    console.print(f"published {count} items to {settings.kafka.broker}")
+
+
+def _with_event_time(out):
+    from dataclasses import replace
+    from datetime import datetime
+
+    try:
+        ts = datetime.fromisoformat(json.loads(out.value)["published_at"].replace("Z", "+00:00"))
+        return replace(out, timestamp_ms=int(ts.timestamp() * 1000))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return out
+
+
+@topics_app.command("create")
+def topics_create(broker: Optional[str] = BrokerOpt,
+                  partitions: Optional[int] = typer.Option(None, help="partitions per topic")) -> None:
+    """Create the input, scores and dead-letter topics if missing."""
+    from streams.topics import create_topics, pipeline_topics
+
+    settings = _settings(broker)
+    if partitions:
+        settings.topics.partitions = partitions
+    created = asyncio.run(create_topics(settings.kafka, pipeline_topics(settings.topics)))
+    console.print(f"created: {', '.join(created) or 'nothing (all exist)'}")
+
+
+@app.command()
+def schema(out: Optional[Path] = typer.Option(None, help="write to this file instead of stdout")) -> None:
+    """Print the input item JSON Schema (v1)."""
+    from streams.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if out:
+        out.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def sample(
+    out: Path = typer.Argument(..., help="JSONL file to write"),
+    n: int = typer.Option(600, help="number of valid items"),
+    seed: int = typer.Option(42),
+    with_bad: bool = typer.Option(False, help="append the malformed inputs the worker must dead-letter"),
+) -> None:
+    """Write the project's sample stream (realistic, invented items) as JSONL."""
+    from streams.samples import bad_payloads, sample_items, write_jsonl
+
+    count = write_jsonl(out, sample_items(n, seed))
+    if with_bad:
+        with open(out, "ab") as fh:
+            for _, payload, _ in bad_payloads(seed):
+                if payload and b"\n" not in payload:
+                    fh.write(payload + b"\n")
+                    count += 1
+    console.print(f"wrote {count} lines to {out}")
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(Path("artifacts/checkpoint"), help="checkpoint directory"),
+    quick: bool = typer.Option(False, help="small recipe (~1 minute)"),
+) -> None:
+    """Fine-tune the packaged MiniLM encoder on the packaged tweet corpus."""
+    from models.train import DEFAULT, QUICK, train as run
+
+    record = run(out, QUICK if quick else DEFAULT)
+    console.print_json(json.dumps({"out": str(out), **record["metrics"], "train_seconds": record["train_seconds"]}))
+
+
+@app.command()
+def demo(
+    n: int = typer.Option(300, help="sample items to stream"),
+    rate: float = typer.Option(60.0, help="items per second"),
+    model_dir: Optional[Path] = typer.Option(None, help="model directory (default: artifacts/model)"),
+    influx: str = typer.Option("auto", help="auto | local | file | configured"),
+) -> None:
+    """Stream the sample through a local broker and a real worker; show live per-ticker sentiment."""
+    from streams.demo import run_demo
+
+    settings = _settings(model_dir=model_dir)
+    raise typer.Exit(run_demo(settings, n=n, rate=rate, influx_mode=influx, console=Console()))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

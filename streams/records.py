@@ -1,0 +1,120 @@
+"""Typed records at every topic boundary.
+
+Input items arrive as raw bytes and are validated by :mod:`streams.schema`
+(which produces :class:`Item`); the worker emits :class:`Score` on the scores
+topic and :class:`DeadLetter` on the dead-letter topic. All three are
+``faust.Record`` so agents and tests share one definition.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Literal
+
+import faust
+
+__all__ = ["Item", "Score", "DeadLetter", "LABELS", "Stage"]
+
+#: Label order used everywhere (model outputs, manifest, records).
+LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
+
+Stage = Literal["decode", "validate", "score", "sink"]
+
+
+class Item(faust.Record, serializer="json", isodates=True, include_metadata=False):
+    """A news item or social post, schema v1 (see docs/schema.md)."""
+
+    id: str
+    source: str
+    published_at: datetime
+    kind: str = "news"  # "news" | "social": which input topic it came from
+    headline: str | None = None
+    text: str | None = None
+    body: str | None = None
+    url: str | None = None
+    author: str | None = None
+    tickers: list[str] = []
+    lang: str | None = None
+    schema_version: int = 1
+
+    @property
+    def scoring_text(self) -> str:
+        """The text the model reads: the headline (or post text), then the body."""
+        head = (self.headline or self.text or "").strip()
+        if self.body and self.body.strip():
+            return f"{head}\n{self.body.strip()}" if head else self.body.strip()
+        return head
+
+    @property
+    def title(self) -> str:
+        """A short human-readable line for tables and alerts."""
+        return (self.headline or self.text or self.body or "").strip()[:280]
+
+
+class Score(faust.Record, serializer="json", isodates=True, include_metadata=False):
+    """One scored item, as published on the scores topic."""
+
+    id: str
+    source: str
+    published_at: datetime
+    tickers: list[str]
+    label: str
+    p_negative: float
+    p_neutral: float
+    p_positive: float
+    score: float  # P(positive) - P(negative), in [-1, 1]
+    model_name: str
+    model_version: str
+    scored_at: datetime
+    kind: str = "news"
+    headline: str = ""
+    schema_version: int = 1
+
+
+class DeadLetter(faust.Record, serializer="json", isodates=True, include_metadata=False):
+    """An input that could not be processed, with the bytes exactly as received."""
+
+    stage: str  # Stage
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    value_b64: str
+    failed_at: datetime
+    worker: str = ""
+    item_id: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        stage: Stage,
+        reason: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        failed_at: datetime,
+        worker: str = "",
+        item_id: str | None = None,
+    ) -> "DeadLetter":
+        return cls(
+            stage=stage,
+            reason=reason,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key_b64=None if key is None else base64.b64encode(key).decode("ascii"),
+            value_b64=base64.b64encode(value or b"").decode("ascii"),
+            failed_at=failed_at,
+            worker=worker,
+            item_id=item_id,
+        )
+
+    @property
+    def original(self) -> bytes:
+        """The original message value, byte for byte."""
+        return base64.b64decode(self.value_b64)

@@ -1,0 +1,162 @@
+"""Worker configuration from environment variables and an optional settings file.
+
+Every setting has an environment variable ``FINSENTRY_<NAME>`` (nested groups use
+``__``, e.g. ``FINSENTRY_INFLUX__URL``). A dotenv-style settings file can be named by
+``FINSENTRY_SETTINGS_FILE``. Secrets are ``SecretStr`` so they never appear in
+``repr``/logs, and each can be read from a file (``*_file`` settings) so that
+Docker/Kubernetes secrets work without putting the value in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "InfluxApi",
+    "InfluxSettings",
+    "KafkaSettings",
+    "TopicSettings",
+    "BatchSettings",
+    "Settings",
+    "load_settings",
+]
+
+
+def _read_secret_file(path: Path | None) -> SecretStr | None:
+    if path is None:
+        return None
+    try:
+        return SecretStr(Path(path).read_text().strip())
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from exc
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is and how to authenticate to it."""
+
+    broker: str = Field("kafka://localhost:9092", description="Faust broker URL(s), ';'-separated")
+    security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
+    sasl_mechanism: str = Field("PLAIN", pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    session_timeout: float = Field(10.0, gt=0, description="consumer group session timeout, seconds")
+    heartbeat_interval: float = Field(3.0, gt=0)
+    consumer_group: str = Field("finsentry-scorer", description="Faust app id = consumer group")
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> "KafkaSettings":
+        if self.sasl_password is None and self.sasl_password_file is not None:
+            self.sasl_password = _read_secret_file(self.sasl_password_file)
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
+            raise ValueError(f"{self.security_protocol} needs sasl_username and sasl_password")
+        return self
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [part.split("://", 1)[-1] for part in self.broker.split(";") if part]
+
+
+class TopicSettings(BaseModel):
+    """Topic names. Defaults match docker-compose.yml and the docs."""
+
+    news: str = "news.items"
+    social: str = "social.posts"
+    scores: str = "sentiment.scores"
+    dead_letter: str = "finsentry.dead-letter"
+    partitions: int = Field(1, ge=1, description="partitions used when the tooling creates topics")
+
+
+class InfluxApi(str, Enum):
+    v1 = "v1"  # InfluxDB 1.x /write (database + user/password)
+    v2 = "v2"  # influxdb-client: InfluxDB 1.8+ compat, 2.x, 3.x, Cloud (bucket + token)
+    file = "file"  # line protocol appended to a file (demo without a server)
+
+
+class InfluxSettings(BaseModel):
+    """Where scores are stored."""
+
+    api: InfluxApi = InfluxApi.v2
+    url: str = "http://localhost:8086"
+    org: str = "finsentry"
+    bucket: str = Field("finsentry", description="v2 bucket (v1: the database)")
+    database: str | None = Field(None, description="v1 database; defaults to bucket")
+    retention_policy: str | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    create_database: bool = Field(True, description="v1: CREATE DATABASE on start-up")
+    line_protocol_file: Path = Path("finsentry-points.lp")
+    timeout: float = Field(10.0, gt=0, description="HTTP timeout per write, seconds")
+    retry_initial: float = Field(0.5, gt=0, description="first retry delay, seconds")
+    retry_max: float = Field(30.0, gt=0, description="retry delay cap, seconds")
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> "InfluxSettings":
+        if self.token is None and self.token_file is not None:
+            self.token = _read_secret_file(self.token_file)
+        if self.password is None and self.password_file is not None:
+            self.password = _read_secret_file(self.password_file)
+        return self
+
+    @property
+    def db(self) -> str:
+        return self.database or self.bucket
+
+
+class BatchSettings(BaseModel):
+    """Micro-batching: a batch closes at ``size`` items or after ``wait`` seconds."""
+
+    size: int = Field(32, ge=1, le=4096)
+    wait: float = Field(0.2, gt=0, le=60)
+    max_text_chars: int = Field(20_000, ge=16, description="longer items go to the dead-letter topic")
+    inference_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads, 0 = ORT default")
+
+
+class Settings(BaseSettings):
+    """All worker settings. ``repr`` never shows secret values."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FINSENTRY_",
+        env_nested_delimiter="__",
+        env_file=os.environ.get("FINSENTRY_SETTINGS_FILE"),
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    influx: InfluxSettings = InfluxSettings()
+    batch: BatchSettings = BatchSettings()
+    model_dir: Path = Field(Path("artifacts/model"), description="model directory made by `finsentry export`")
+    model_variant: str | None = Field(None, description="ONNX file key in the manifest; default: the manifest's")
+    web_port: int = Field(6066, ge=0, le=65535, description="Faust web (health) port; 0 disables")
+    data_dir: Path = Field(Path(".finsentry-data"), description="Faust local state directory")
+    log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return value
+
+    def redacted(self) -> dict[str, Any]:
+        """A dict safe to log: secrets show as '**********'."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from env/file, then apply explicit overrides (CLI flags)."""
+    return Settings(**overrides)
