@@ -188,12 +188,12 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
-def start_influxd(timeout: float = 60) -> Service:
+def start_influxd(timeout: float = 60, port: int | None = None) -> Service:
     """Start InfluxDB 1.x (``influxd``) with a throw-away data directory."""
     binary = os.environ.get("INFLUXD_BIN") or shutil.which("influxd")
     if not binary:
         raise ServiceError("influxd not found: apt-get install influxdb (1.x) or set INFLUXD_BIN")
-    http_port, rpc_port = free_port(), free_port()
+    http_port, rpc_port = port or free_port(), free_port()
     workdir = Path(tempfile.mkdtemp(prefix="finsentry-influxd-"))
     conf = workdir / "influxdb.conf"
     conf.write_text(_INFLUXD_CONF.format(dir=workdir, http_port=http_port, rpc_port=rpc_port))

@@ -1,0 +1,82 @@
+"""Exported model directories: parity with PyTorch, verification, provider."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from export.manifest import ManifestError, read_manifest
+from export.onnx_export import PARITY_SAMPLE
+from streams.model import load_model
+
+#: fp32 ONNX vs PyTorch: max |probability difference| allowed.
+FP32_PROB_TOL = 1e-5
+
+
+def _torch_probs(checkpoint, texts):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint, local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
+    with torch.no_grad():
+        enc = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        return torch.softmax(model(**enc).logits.double(), -1).numpy()
+
+
+def test_manifest_records_labels_hashes_and_parity(tiny_model_dir):
+    manifest = read_manifest(tiny_model_dir)
+    assert manifest.labels == ["negative", "neutral", "positive"]
+    assert {"model.onnx", "model.int8.onnx", "tokenizer.json"} <= set(manifest.files)
+    assert all(len(h) == 64 for h in manifest.files.values())
+    assert manifest.variants["fp32"].parity["max_abs_logit_diff"] <= 1e-4
+    assert manifest.variants["int8"].parity["label_agreement"] >= 0.97
+    assert manifest.export["onnxruntime"] and manifest.max_length == 128
+
+
+def test_served_probabilities_match_pytorch(tiny_model_dir, tiny_checkpoint):
+    texts = PARITY_SAMPLE + ["$AAPL to the moon", "Guidance cut again"]
+    model = load_model(tiny_model_dir, variant="fp32")
+    ours = model.predict_proba(texts)
+    ref = _torch_probs(tiny_checkpoint, texts)
+    assert np.abs(ours - ref).max() < FP32_PROB_TOL
+    # batch composition must not change an item's probabilities beyond the tolerance
+    singles = np.concatenate([model.predict_proba([t]) for t in texts])
+    assert np.abs(singles - ours).max() < FP32_PROB_TOL
+
+
+def test_runtime_reports_cpu_provider_here(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    assert model.provider == "CPUExecutionProvider"
+    assert model.variant == "int8"  # CPU default from the manifest
+
+
+@pytest.mark.parametrize("target", ["model.int8.onnx", "tokenizer.json"])
+def test_tampered_file_is_refused(tiny_model_dir, tmp_path, target):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    with open(copy / target, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ManifestError, match=f"{target} sha256"):
+        load_model(copy)
+
+
+def test_incomplete_or_missing_directory_is_refused(tiny_model_dir, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(ManifestError, match="tokenizer.json is missing"):
+        load_model(copy)
+    with pytest.raises(ManifestError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+    (copy / "manifest.json").write_text(json.dumps({"name": "x"}))
+    with pytest.raises(ManifestError, match="not a valid manifest"):
+        load_model(copy)
+
+
+def test_unknown_variant_is_a_clear_error(tiny_model_dir):
+    with pytest.raises(ManifestError, match="no variant 'fp16'"):
+        load_model(tiny_model_dir, variant="fp16")
