@@ -36,6 +36,7 @@ __all__ = [
     "find_tansu",
     "start_tansu",
     "start_influxd",
+    "which_influxd",
     "start_victoria_metrics",
 ]
 
@@ -188,9 +189,13 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
+def which_influxd() -> str | None:
+    return os.environ.get("INFLUXD_BIN") or shutil.which("influxd")
+
+
 def start_influxd(timeout: float = 60, port: int | None = None) -> Service:
     """Start InfluxDB 1.x (``influxd``) with a throw-away data directory."""
-    binary = os.environ.get("INFLUXD_BIN") or shutil.which("influxd")
+    binary = which_influxd()
     if not binary:
         raise ServiceError("influxd not found: apt-get install influxdb (1.x) or set INFLUXD_BIN")
     http_port, rpc_port = port or free_port(), free_port()

