@@ -26,8 +26,13 @@ if [[ ! -x .venv/bin/python ]]; then
   log "creating .venv with $($PYTHON --version)"
   $PYTHON -m venv .venv
 fi
-PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
+PIP=(quiet_pip)
 # torch first and pinned: an unpinned torch resolves to several GB of CUDA wheels.
+# pip -q still prints one warning per unreachable extra index folder; hide those.
+quiet_pip() {
+  .venv/bin/python -m pip -q --disable-pip-version-check "$@" 2>&1 | { grep -v "is ignored: it is neither a file" || true; }
+  return "${PIPESTATUS[0]}"
+}
 if ! .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
   log "installing torch==2.13.0 (CPU)"
   "${PIP[@]}" install torch==2.13.0

@@ -1,0 +1,199 @@
+"""End-to-end throughput and latency of the live pipeline on this machine.
+
+    .venv/bin/python bench/pipeline.py [--model-dir artifacts/model] [--variant int8 --variant fp32]
+                                       [--batch-size 32 --batch-size 64] [--items 3000]
+
+For each (variant, batch size) it starts a fresh broker (tansu), InfluxDB 1.x
+and a real worker process, then measures:
+
+* **throughput**: ``--items`` sample items published as fast as possible;
+  items/s = items / (first publish -> last point stored in InfluxDB);
+* **latency**: items published at ``--latency-load`` × the measured
+  throughput; per item, Kafka timestamp of its score record (sent only after
+  InfluxDB accepted the batch) minus its publish timestamp; p50/p99.
+
+Prints a table and writes ``bench/results/pipeline.json``. Numbers, not
+assertions: these machines are noisy, compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts import services  # noqa: E402
+from streams.publish import Outgoing, publish  # noqa: E402
+from streams.records import Score  # noqa: E402
+from streams.samples import sample_items  # noqa: E402
+from streams.settings import KafkaSettings, TopicSettings  # noqa: E402
+from streams.topics import create_topics, pipeline_topics  # noqa: E402
+
+
+def _count(influx_url: str, db: str) -> int:
+    q = urllib.parse.urlencode({"db": db, "q": "SELECT count(score) FROM sentiment"})
+    body = json.loads(urllib.request.urlopen(f"{influx_url}/query?{q}").read())
+    series = body["results"][0].get("series")
+    return series[0]["values"][0][1] if series else 0
+
+
+def _wait_points(influx_url: str, db: str, expected: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _count(influx_url, db) >= expected:
+            return time.monotonic()
+        time.sleep(0.05)
+    raise TimeoutError(f"only {_count(influx_url, db)}/{expected} points after {timeout}s")
+
+
+async def _score_timestamps(kafka: KafkaSettings, topic: str, ids: set[str], timeout: float) -> dict[str, int]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    found: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while len(found) < len(ids) and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    score = Score.loads(record.value)
+                    if score.id in ids:
+                        found.setdefault(score.id, record.timestamp)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, latency_load: float,
+             latency_items: int) -> dict:
+    broker, influx = services.start_tansu(), services.start_influxd()
+    workdir = Path(tempfile.mkdtemp(prefix="finsentry-bench-"))
+    worker = None
+    try:
+        kafka = KafkaSettings(broker=broker.url)
+        topics = TopicSettings()
+        asyncio.run(create_topics(kafka, pipeline_topics(topics)))
+        env = {**os.environ, "FINSENTRY_KAFKA__BROKER": broker.url, "FINSENTRY_KAFKA__SESSION_TIMEOUT": "2",
+               "FINSENTRY_KAFKA__HEARTBEAT_INTERVAL": "0.5", "FINSENTRY_INFLUX__API": "v1",
+               "FINSENTRY_INFLUX__URL": influx.url, "FINSENTRY_MODEL_DIR": str(model_dir),
+               "FINSENTRY_MODEL_VARIANT": variant, "FINSENTRY_BATCH__SIZE": str(batch_size),
+               "FINSENTRY_WEB_PORT": "0", "FINSENTRY_DATA_DIR": str(workdir / "faust")}
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env,
+                                  stdout=open(workdir / "worker.log", "wb"), stderr=subprocess.STDOUT)
+
+        def batch(seed: int, n: int) -> tuple[list[Outgoing], int]:
+            items = list(sample_items(n, seed=seed))
+            out = [Outgoing(topics.social if "text" in it else topics.news, it["id"].encode(),
+                            json.dumps(it).encode()) for it in items]
+            return out, sum(len(it["tickers"]) for it in items)
+
+        warm, warm_points = batch(1, 200)
+        asyncio.run(publish(warm, kafka))
+        _wait_points(influx.url, "finsentry", warm_points, 300)
+
+        bulk, bulk_points = batch(2, n_items)
+        start = time.monotonic()
+        asyncio.run(publish(bulk, kafka))
+        published = time.monotonic()
+        end = _wait_points(influx.url, "finsentry", warm_points + bulk_points, 900)
+        throughput = n_items / (end - start)
+
+        rate = max(1.0, throughput * latency_load)
+        paced, paced_points = batch(3, latency_items)
+        sent_at: dict[str, int] = {}
+
+        async def paced_publish() -> None:
+            # publish one by one at `rate`, recording each message's publish time (ms)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+            await producer.start()
+            try:
+                pending = []
+                for i, message in enumerate(paced):
+                    delay = t0 + i / rate - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    now_ms = int(time.time() * 1000)
+                    sent_at[message.key.decode()] = now_ms
+                    pending.append(await producer.send(message.topic, message.value, key=message.key,
+                                                       timestamp_ms=now_ms))
+                await asyncio.gather(*pending)
+            finally:
+                await producer.stop()
+
+        asyncio.run(paced_publish())
+        _wait_points(influx.url, "finsentry", warm_points + bulk_points + paced_points, 600)
+        stored = asyncio.run(_score_timestamps(kafka, topics.scores, set(sent_at), 60))
+        latencies = sorted(stored[i] - sent_at[i] for i in stored)
+
+        def pct(p: float) -> float:
+            return float(latencies[min(len(latencies) - 1, int(p * len(latencies)))]) if latencies else float("nan")
+
+        log = (workdir / "worker.log").read_text(errors="replace")
+        provider = "CPUExecutionProvider" if "on CPUExecutionProvider" in log else "see worker log"
+        return {
+            "variant": variant, "batch_size": batch_size, "provider": provider,
+            "items": n_items, "points": bulk_points, "throughput_items_s": round(throughput, 1),
+            "publish_items_s": round(n_items / (published - start), 1),
+            "latency_rate_items_s": round(rate, 1), "latency_items": len(latencies),
+            "latency_p50_ms": pct(0.50), "latency_p99_ms": pct(0.99), "latency_max_ms": latencies[-1] if latencies else None,
+        }
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        broker.stop()
+        influx.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "artifacts" / "model")
+    parser.add_argument("--variant", action="append", help="model variant(s); default int8")
+    parser.add_argument("--batch-size", type=int, action="append", help="batch size(s); default 32")
+    parser.add_argument("--items", type=int, default=3000)
+    parser.add_argument("--latency-load", type=float, default=0.5, help="fraction of throughput for latency run")
+    parser.add_argument("--latency-items", type=int, default=600)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
+    args = parser.parse_args()
+
+    results = []
+    for variant in args.variant or ["int8"]:
+        for size in args.batch_size or [32]:
+            print(f"running variant={variant} batch={size} …", flush=True)
+            results.append(run_case(args.model_dir, variant, size, args.items, args.latency_load, args.latency_items))
+            print(json.dumps(results[-1]), flush=True)
+
+    manifest = json.loads((args.model_dir / "manifest.json").read_text())
+    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+              "model": {"name": manifest["name"], "version": manifest["version"]}, "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{'variant':8} {'batch':>5} {'items/s':>8} {'p50 ms':>8} {'p99 ms':>8}  (latency at {args.latency_load:.0%} load)")
+    for r in results:
+        print(f"{r['variant']:8} {r['batch_size']:>5} {r['throughput_items_s']:>8} {r['latency_p50_ms']:>8.0f} {r['latency_p99_ms']:>8.0f}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
