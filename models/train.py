@@ -146,7 +146,10 @@ def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict
                 scheduler.step()
                 optimizer.zero_grad()
                 step += 1
-                progress.update(task, advance=1, loss=float(loss))
+                progress.update(task, advance=1, loss=float(loss.detach()))
+                if not progress.console.is_terminal and (step % 50 == 0 or step == steps):
+                    log.warning("step %d/%d loss %.3f (%.0fs)", step, steps, float(loss.detach()),
+                                time.perf_counter() - started)
     train_seconds = time.perf_counter() - started
 
     val_pred = _predict(model, tokenizer, val_rows, recipe.max_length)

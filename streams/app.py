@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from streams.commit import SafeCommitApp
 from streams.model import load_model
@@ -103,15 +104,25 @@ def create_app(settings: Settings | None = None) -> faust.App:
         state["scorer"] = scorer
         return scorer
 
-    async def _publish(result) -> None:
-        sends = [
-            await scores_topic.send(key=s.id.encode("utf-8"), value=s, force=True) for s in result.scores
-        ] + [
-            await dead_topic.send(key=(d.item_id or "").encode("utf-8") or None, value=d, force=True)
-            for d in result.dead_letters
-        ]
-        if sends:
-            await asyncio.gather(*sends)  # delivered (acks=all) before we ack the inputs
+    async def _publish(result: BatchResult) -> None:
+        """Deliver scores and dead letters (acks=all), retrying until the broker takes them."""
+        delay = 0.5
+        while True:
+            try:
+                sends = [
+                    await scores_topic.send(key=s.id.encode("utf-8"), value=s, force=True) for s in result.scores
+                ] + [
+                    await dead_topic.send(key=(d.item_id or "").encode("utf-8") or None, value=d, force=True)
+                    for d in result.dead_letters
+                ]
+                if sends:
+                    await asyncio.gather(*sends)
+                return
+            except KafkaError as exc:  # re-sending may duplicate records: consumers key on id
+                log.warning("publishing %d scores / %d dead letters failed, retrying in %.1fs: %s",
+                            len(result.scores), len(result.dead_letters), delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     @app.agent(inputs, name="score-items")
     async def score_items(stream: faust.StreamT) -> None:

@@ -74,7 +74,7 @@ def worker(
     try:
         verify_directory(settings.model_dir)
     except ManifestError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     faust_app = create_app(settings)
     faust.Worker(faust_app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()

@@ -1,0 +1,51 @@
+"""The console script: --help everywhere, file parsing and routing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from streams.publish import read_items, route
+from streams.settings import TopicSettings
+
+COMMANDS = [[], ["worker"], ["publish"], ["demo"], ["topics"], ["topics", "create"], ["schema"], ["sample"],
+            ["train"], ["export"]]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "root")
+def test_help_everywhere(args):
+    result = subprocess.run([sys.executable, "-m", "streams.cli", *args, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+def test_worker_refuses_a_missing_model_directory(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "--model-dir", str(tmp_path / "none")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_jsonl_lines_are_sent_as_written_and_routed(tmp_path):
+    path = tmp_path / "items.jsonl"
+    news = {"id": "n1", "source": "w", "published_at": "2026-01-01T00:00:00Z", "headline": "h"}
+    post = {"id": "p1", "source": "x", "published_at": "2026-01-01T00:00:00Z", "text": "$AAPL up"}
+    path.write_bytes(json.dumps(news).encode() + b"\n\n" + json.dumps(post).encode() + b"\r\nnot json\n")
+    payloads = list(read_items(path))
+    assert payloads == [json.dumps(news).encode(), json.dumps(post).encode(), b"not json"]
+    topics = TopicSettings()
+    routed = [route(p, topics) for p in payloads]
+    assert [(m.topic, m.key) for m in routed] == [(topics.news, b"n1"), (topics.social, b"p1"), (topics.news, None)]
+    assert route(payloads[1], topics, force_topic="other").topic == "other"
+
+
+def test_csv_rows_become_items_with_ticker_lists(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("id,source,published_at,headline,tickers\n"
+                    "c1,wire,2026-01-01T00:00:00Z,\"Apple, Microsoft rise\",AAPL;MSFT\n")
+    (payload,) = read_items(path)
+    assert json.loads(payload) == {"id": "c1", "source": "wire", "published_at": "2026-01-01T00:00:00Z",
+                                   "headline": "Apple, Microsoft rise", "tickers": ["AAPL", "MSFT"]}
