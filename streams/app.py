@@ -3,7 +3,7 @@
 Delivery guarantee: at-least-once into Kafka topics, effectively-once into
 InfluxDB. The agent takes events with ``noack_take`` and acks them only after
 InfluxDB accepted the batch and the scores/dead letters were delivered, and
-the consumer (:mod:`streams.commit`) never commits past a message still in
+the consumer (:mod:`streams.consumer`) never commits past a message still in
 flight. A crash re-delivers at most the un-acked tail; the idempotent point
 identity (:mod:`streams.points`) makes that re-delivery a no-op in InfluxDB.
 
@@ -22,7 +22,7 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
-from streams.commit import SafeCommitApp
+from streams.consumer import SafeCommitApp
 from streams.model import load_model
 from streams.records import DeadLetter, Score
 from streams.scoring import BatchResult, BatchScorer, Incoming
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_bind="127.0.0.1",
         stream_wait_empty=False,
     )
+    app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms
     app.finsentry_settings = settings  # type: ignore[attr-defined]
 
     t = settings.topics

@@ -147,7 +147,7 @@ def run_demo(settings: Settings, *, n: int, rate: float, influx_mode: str, conso
             **os.environ,
             "FINSENTRY_KAFKA__BROKER": broker.url,
             "FINSENTRY_KAFKA__SESSION_TIMEOUT": "2",
-            "FINSENTRY_KAFKA__HEARTBEAT_INTERVAL": "0.5",
+            "FINSENTRY_KAFKA__HEARTBEAT_INTERVAL": "0.5", "FINSENTRY_KAFKA__FETCH_MAX_WAIT_MS": "100",
             "FINSENTRY_INFLUX__API": settings.influx.api.value,
             "FINSENTRY_INFLUX__URL": settings.influx.url,
             "FINSENTRY_INFLUX__BUCKET": settings.influx.bucket,

@@ -52,6 +52,11 @@ class KafkaSettings(BaseModel):
     session_timeout: float = Field(10.0, gt=0, description="consumer group session timeout, seconds")
     heartbeat_interval: float = Field(3.0, gt=0)
     consumer_group: str = Field("finsentry-scorer", description="Faust app id = consumer group")
+    fetch_max_wait_ms: int = Field(
+        500, ge=1, le=30_000,
+        description="longest a fetch may wait on the broker; brokers that answer only at this deadline "
+        "(tansu) add it as latency",
+    )
 
     @model_validator(mode="after")
     def _password_from_file(self) -> "KafkaSettings":

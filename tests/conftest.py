@@ -118,6 +118,7 @@ class Pipeline:
             "FINSENTRY_KAFKA__BROKER": self.broker_url,
             "FINSENTRY_KAFKA__SESSION_TIMEOUT": "2",
             "FINSENTRY_KAFKA__HEARTBEAT_INTERVAL": "0.5",
+            "FINSENTRY_KAFKA__FETCH_MAX_WAIT_MS": "100",
             "FINSENTRY_KAFKA__CONSUMER_GROUP": self.group,
             "FINSENTRY_TOPICS__NEWS": self.topics.news,
             "FINSENTRY_TOPICS__SOCIAL": self.topics.social,

@@ -14,7 +14,7 @@ from faust.transport.drivers.aiokafka import Consumer as StockConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.commit import SafeCommitConsumer
+from streams.consumer import SafeCommitConsumer
 
 TOPIC = TP("news.items", 0)
 

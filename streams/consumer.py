@@ -35,8 +35,27 @@ def smallest_in_flight(consumer, tp: TP) -> Optional[int]:
     return min(offsets) if offsets else None
 
 
+class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Faust hard-codes ``fetch_max_wait_ms=1500``; make it a setting.
+
+    A broker answers a fetch as soon as data arrives, or after this wait. Some
+    brokers (tansu, see docs/kafka.md) only answer at the deadline, so the wait
+    becomes pure latency there.
+    """
+
+    def _create_worker_consumer(self, transport):
+        consumer = super()._create_worker_consumer(transport)
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = int(wait_ms)  # read by AIOKafkaConsumer.start()
+        return consumer
+
+
 class SafeCommitConsumer(aiokafka_driver.Consumer):
     """aiokafka consumer whose commits respect in-flight messages."""
+
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Faust passes the offset of the message being delivered as offset_to;
@@ -79,7 +98,12 @@ class SafeCommitTransport(aiokafka_driver.Transport):
 
 
 class SafeCommitApp(faust.App):
-    """faust.App whose consumer is :class:`SafeCommitConsumer` (for ``kafka://`` URLs)."""
+    """faust.App whose consumer is :class:`SafeCommitConsumer` (for ``kafka://`` URLs).
+
+    ``fetch_max_wait_ms`` (attribute) overrides Faust's fixed 1500 ms fetch wait.
+    """
+
+    fetch_max_wait_ms: int | None = None
 
     def _new_transport(self):
         url = self.conf.broker_consumer[0]
