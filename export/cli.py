@@ -19,16 +19,24 @@ def export(
     name: str = typer.Option("finsentry-sentiment", help="model name (InfluxDB tag `model`)"),
     version: str | None = typer.Option(None, help="model version; default: UTC timestamp"),
     max_length: int = typer.Option(128, help="tokens per text at serving time"),
-    int8: bool = typer.Option(True, help="also build the dynamically quantized int8 variant"),
+    int8: bool = typer.Option(True, help="build the dynamically quantized int8 variant (CPU)"),
+    fp16: bool = typer.Option(True, help="build the fp16 variant for CUDA/TensorRT (with ORT transformer fusions)"),
     fp32_atol: float = typer.Option(1e-4, help="parity gate: max |logit diff| fp32 vs PyTorch"),
+    min_agreement: float = typer.Option(0.97, help="parity gate: int8/fp16 label agreement with PyTorch"),
+    max_f1_drop: float = typer.Option(0.01, help="parity gate: int8/fp16 macro-F1 drop on the labelled split"),
 ) -> None:
-    """Export, run the parity gate, write manifest.json with sha256 of every file."""
-    from export.onnx_export import ExportOptions, export_checkpoint
+    """Export, run the parity gate (fails the export if not met), write manifest.json with sha256 of every file."""
+    from export.onnx_export import ExportOptions, ParityError, export_checkpoint
 
-    manifest = export_checkpoint(
-        checkpoint, out,
-        ExportOptions(name=name, version=version, max_length=max_length, int8=int8, fp32_atol=fp32_atol),
-    )
+    try:
+        manifest = export_checkpoint(
+            checkpoint, out,
+            ExportOptions(name=name, version=version, max_length=max_length, int8=int8,
+                          fp16=fp16, fp32_atol=fp32_atol, min_agreement=min_agreement, max_f1_drop=max_f1_drop),
+        )
+    except ParityError as exc:
+        typer.echo(f"export refused: {exc}", err=True)
+        raise typer.Exit(3) from None
     typer.echo(json.dumps({
         "out": str(out), "name": manifest.name, "version": manifest.version,
         "default_variant": manifest.default_variant,

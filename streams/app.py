@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -23,11 +24,12 @@ import faust
 from aiokafka.errors import KafkaError
 
 from streams.consumer import SafeCommitApp
-from streams.model import load_model
+from streams.model import SentimentModel, load_model
 from streams.records import DeadLetter, Score
 from streams.scoring import BatchResult, BatchScorer, Incoming
 from streams.settings import Settings, load_settings
 from streams.sink import make_sink
+from streams.swap import ModelWatcher
 
 __all__ = ["create_app", "app"]
 
@@ -88,12 +90,21 @@ def create_app(settings: Settings | None = None) -> faust.App:
     sink = make_sink(settings.influx)
     state: dict[str, BatchScorer] = {}
 
+    r = settings.runtime
+
+    def _load(directory: Path) -> SentimentModel:
+        return load_model(directory, variant=settings.model_variant, providers=r.providers,
+                          intra_op_threads=r.intra_op_threads, max_batch=r.max_batch,
+                          chunk_overlap=r.chunk_overlap, max_chunks=r.max_chunks, warm_up=r.warm_up)
+
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+    watcher = ModelWatcher(settings.model_dir, _load, loader)
+
     async def _start_scorer() -> BatchScorer:
         # Loaded inside the agent, before its first batch: loading reads and
-        # hashes the model files, so it runs in the executor, off the loop.
+        # hashes the model files, so it runs in a thread, off the loop.
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(executor, lambda: load_model(
-            settings.model_dir, variant=settings.model_variant, intra_op_threads=settings.batch.inference_threads))
+        model = await loop.run_in_executor(loader, _load, settings.model_dir)
         await sink.start()
         log.info(
             "worker ready: %s + %s -> %s; batch %d within %.2fs; model %s %s (%s) on %s; sink %s %s; settings %s",
@@ -104,6 +115,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
                              max_text_chars=settings.batch.max_text_chars)
         state["scorer"] = scorer
         return scorer
+
+    if r.reload_interval > 0:
+
+        @app.timer(interval=r.reload_interval)
+        async def _reload_model() -> None:
+            scorer = state.get("scorer")
+            if scorer is not None and (new := await watcher.check(scorer.model)) is not None:
+                scorer.model = new  # the next batch uses it; in-flight batches keep theirs
 
     async def _publish(result: BatchResult) -> None:
         """Deliver scores and dead letters (acks=all), retrying until the broker takes them."""
@@ -135,7 +154,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     async def _consume(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(settings.batch.size, within=settings.batch.wait):
-            scorer = state["scorer"]  # may have been swapped
+            scorer = state["scorer"]
             batch = [
                 Incoming(
                     topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,

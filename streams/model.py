@@ -2,14 +2,28 @@
 
 Loaded from a model directory by its manifest (hashes verified first). The
 session reports the execution provider actually in use, because ONNX Runtime
-silently falls back to CPU when CUDA libraries are missing.
+silently falls back to CPU when CUDA libraries are missing, and the variant is
+chosen to fit it: fp16 on TensorRT/CUDA, int8 on CPU, unless told otherwise.
+
+Scoring a batch:
+
+* **Long texts are chunked.** A text longer than the model's ``max_length``
+  tokens is split into windows of ``max_length`` tokens (special tokens
+  included) that overlap by ``chunk_overlap`` tokens, up to ``max_chunks``
+  windows (the rest of a very long article is ignored: the headline and first
+  paragraphs carry the news). The text's probabilities are the mean of its
+  windows' probabilities weighted by each window's token count
+  (:func:`combine_chunks`).
+* **Length-aware batching.** All windows of a batch are sorted by token length
+  and run in sub-batches of at most ``max_batch`` windows, each padded only to
+  its own longest window, so a few long texts do not make every short text pay
+  for their padding.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,12 +32,21 @@ import numpy as np
 
 from export.manifest import Manifest, ManifestError, verify_directory
 
-__all__ = ["SentimentModel", "Prediction", "load_model", "softmax", "available_providers"]
+__all__ = [
+    "SentimentModel",
+    "Prediction",
+    "load_model",
+    "softmax",
+    "combine_chunks",
+    "available_providers",
+    "choose_variant",
+]
 
 log = logging.getLogger(__name__)
 
 #: Preference order when the caller does not name providers.
 _PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
 
 
 def _ort():
@@ -52,6 +75,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def combine_chunks(probabilities: np.ndarray, token_counts: Sequence[int]) -> np.ndarray:
+    """Combine the windows of one text: token-count-weighted mean of probabilities.
+
+    >>> combine_chunks(np.array([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]]), [128, 32]).round(2).tolist()
+    [0.68, 0.12, 0.2]
+    """
+    weights = np.asarray(token_counts, dtype=np.float64)
+    return (probabilities * weights[:, None]).sum(axis=0) / weights.sum()
+
+
+def choose_variant(manifest: Manifest, provider: str, requested: str | None = None) -> str:
+    """fp16 on GPU providers, int8 on CPU, else the manifest default; ``requested`` wins."""
+    if requested:
+        manifest.variant(requested)  # raises a clear error if missing
+        return requested
+    preferred = "fp16" if provider in _GPU_PROVIDERS else "int8"
+    return preferred if preferred in manifest.variants else manifest.default_variant
+
+
 @dataclass(frozen=True)
 class Prediction:
     """Class probabilities for one text, in manifest label order."""
@@ -68,17 +110,23 @@ class Prediction:
 class SentimentModel:
     """A verified model directory ready to score batches of texts.
 
-    ``predict`` is synchronous and thread-safe; the worker calls it from an
-    executor so inference never blocks the event loop.
+    ``predict_proba`` is synchronous and thread-safe; the worker calls it from
+    an executor so inference never blocks the event loop.
     """
 
-    def __init__(self, directory: Path, manifest: Manifest, variant: str, session, tokenizer) -> None:
+    def __init__(self, directory: Path, manifest: Manifest, variant: str, session, tokenizer, *,
+                 max_batch: int = 64, chunk_overlap: int = 32, max_chunks: int = 8) -> None:
+        if not 0 <= chunk_overlap < manifest.max_length // 2:
+            raise ValueError(f"chunk_overlap must be in [0, {manifest.max_length // 2})")
         self.directory = directory
         self.manifest = manifest
         self.variant = variant
+        self.max_batch = max_batch
+        self.max_chunks = max_chunks
         self._session = session
         self._tokenizer = tokenizer
-        self._lock = threading.Lock()  # tokenizers' padding/truncation state is shared
+        tokenizer.enable_truncation(max_length=manifest.max_length, stride=chunk_overlap)
+        tokenizer.no_padding()  # padding is per sub-batch in _run
         self._inputs = {i.name for i in session.get_inputs()}
 
     @property
@@ -98,9 +146,14 @@ class SentimentModel:
         """The execution provider ONNX Runtime really uses (first in the session's list)."""
         return self._session.get_providers()[0]
 
-    def _encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        with self._lock:
-            encodings = self._tokenizer.encode_batch(list(texts))
+    def windows(self, texts: Sequence[str]) -> list[list]:
+        """Tokenised windows per text (``tokenizers.Encoding``), at most ``max_chunks`` each."""
+        out = []
+        for enc in self._tokenizer.encode_batch(list(texts)):
+            out.append(([enc] + list(enc.overflowing))[: self.max_chunks])
+        return out
+
+    def _feed(self, encodings: Sequence) -> dict[str, np.ndarray]:
         length = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), length), dtype=np.int64)
         mask = np.zeros_like(ids)
@@ -113,16 +166,36 @@ class SentimentModel:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return {k: v for k, v in feed.items() if k in self._inputs}
 
+    def _run(self, encodings: Sequence) -> np.ndarray:
+        """Logits for windows, in the given order, using length-sorted sub-batches."""
+        logits = np.zeros((len(encodings), len(self.labels)), dtype=np.float32)
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), self.max_batch):
+            rows = order[start : start + self.max_batch]
+            (out,) = self._session.run([self.manifest.output_name], self._feed([encodings[i] for i in rows]))
+            logits[rows] = out
+        return logits
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Logits of each text's first window (what the parity gate compares)."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        feed = self._encode(texts)
-        (out,) = self._session.run([self.manifest.output_name], feed)
-        return out
+        return self._run([w[0] for w in self.windows(texts)])
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Probabilities, shape (n, n_labels), rows in input order."""
-        return softmax(self.logits(texts))
+        """Probabilities, shape (n, n_labels), rows in input order; long texts chunked."""
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float64)
+        per_text = self.windows(texts)
+        flat = [enc for windows in per_text for enc in windows]
+        probs = softmax(self._run(flat))
+        out = np.empty((len(texts), len(self.labels)), dtype=np.float64)
+        at = 0
+        for i, windows in enumerate(per_text):
+            chunk = probs[at : at + len(windows)]
+            out[i] = chunk[0] if len(windows) == 1 else combine_chunks(chunk, [len(w.ids) for w in windows])
+            at += len(windows)
+        return out
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         probs = self.predict_proba(texts)
@@ -131,6 +204,12 @@ class SentimentModel:
             Prediction(labels[int(row.argmax())], {label: float(p) for label, p in zip(labels, row)})
             for row in probs
         ]
+
+    def warm_up(self) -> None:
+        """Run representative shapes once so the first real batch is not slow."""
+        self.predict_proba(["warm up"])
+        self.predict_proba(["market update " * 8] * min(self.max_batch, 32))
+        self.predict_proba(["long " * (self.manifest.max_length * 2)])
 
 
 def _pick_providers(requested: Sequence[str] | None) -> list[str]:
@@ -142,7 +221,9 @@ def _pick_providers(requested: Sequence[str] | None) -> list[str]:
         chosen = [p for p in requested if p in available]
     else:
         chosen = [p for p in _PREFERRED if p in available]
-    return chosen or ["CPUExecutionProvider"]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")  # ORT's own fallback, made explicit
+    return chosen
 
 
 def load_model(
@@ -151,6 +232,10 @@ def load_model(
     variant: str | None = None,
     providers: Sequence[str] | None = None,
     intra_op_threads: int = 0,
+    max_batch: int = 64,
+    chunk_overlap: int = 32,
+    max_chunks: int = 8,
+    warm_up: bool = False,
 ) -> SentimentModel:
     """Verify and load a model directory.
 
@@ -162,12 +247,9 @@ def load_model(
 
     directory = Path(directory)
     manifest = verify_directory(directory)
-    key = variant or manifest.default_variant
-    chosen = manifest.variant(key)
-
-    tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer))
-    tokenizer.enable_truncation(max_length=manifest.max_length)
-    tokenizer.no_padding()  # padding is done per batch in _encode
+    chosen_providers = _pick_providers(providers)
+    key = choose_variant(manifest, chosen_providers[0], variant)
+    path = directory / manifest.variant(key).file
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -175,12 +257,22 @@ def load_model(
         options.intra_op_num_threads = intra_op_threads
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(
-            str(directory / chosen.file), sess_options=options, providers=_pick_providers(providers)
-        )
+        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen_providers)
     except Exception as exc:  # ORT raises its own exception types
-        raise ManifestError(f"ONNX Runtime cannot load {directory / chosen.file}: {exc}") from exc
-    model = SentimentModel(directory, manifest, key, session, tokenizer)
+        raise ManifestError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+    if session.get_providers()[0] != chosen_providers[0]:
+        log.warning("asked for %s but ONNX Runtime uses %s (missing CUDA/TensorRT libraries?)",
+                    chosen_providers[0], session.get_providers()[0])
+        if variant is None and key != choose_variant(manifest, session.get_providers()[0]):
+            return load_model(directory, variant=choose_variant(manifest, session.get_providers()[0]),
+                              providers=session.get_providers(), intra_op_threads=intra_op_threads,
+                              max_batch=max_batch, chunk_overlap=chunk_overlap, max_chunks=max_chunks,
+                              warm_up=warm_up)
+    tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer))
+    model = SentimentModel(directory, manifest, key, session, tokenizer, max_batch=max_batch,
+                           chunk_overlap=chunk_overlap, max_chunks=max_chunks)
+    if warm_up:
+        model.warm_up()
     log.info(
         "model %s %s (%s) loaded from %s; provider in use: %s (pid %d)",
         model.name, model.version, key, directory, model.provider, os.getpid(),

@@ -23,6 +23,7 @@ __all__ = [
     "KafkaSettings",
     "TopicSettings",
     "BatchSettings",
+    "RuntimeSettings",
     "Settings",
     "load_settings",
 ]
@@ -126,7 +127,20 @@ class BatchSettings(BaseModel):
     size: int = Field(32, ge=1, le=4096)
     wait: float = Field(0.2, gt=0, le=60)
     max_text_chars: int = Field(20_000, ge=16, description="longer items go to the dead-letter topic")
-    inference_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads, 0 = ORT default")
+
+
+class RuntimeSettings(BaseModel):
+    """How the model runs (see streams/model.py for chunking and batching)."""
+
+    providers: list[str] | None = Field(
+        None, description="ONNX Runtime providers in order; default TensorRT, CUDA, CPU as available")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads, 0 = ORT default")
+    max_batch: int = Field(64, ge=1, le=1024, description="windows per inference call (length-sorted)")
+    chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long text")
+    max_chunks: int = Field(8, ge=1, le=256, description="windows scored per text; the rest is ignored")
+    warm_up: bool = True
+    reload_interval: float = Field(
+        5.0, ge=0, description="seconds between checks of the model directory for a new version; 0 = never")
 
 
 class Settings(BaseSettings):
@@ -143,8 +157,9 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     influx: InfluxSettings = InfluxSettings()
     batch: BatchSettings = BatchSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
     model_dir: Path = Field(Path("artifacts/model"), description="model directory made by `finsentry export`")
-    model_variant: str | None = Field(None, description="ONNX file key in the manifest; default: the manifest's")
+    model_variant: str | None = Field(None, description="fp32 | int8 | fp16; default: fp16 on GPU, int8 on CPU")
     web_port: int = Field(6066, ge=0, le=65535, description="Faust web (health) port; 0 disables")
     data_dir: Path = Field(Path(".finsentry-data"), description="Faust local state directory")
     log_level: str = "info"

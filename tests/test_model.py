@@ -10,7 +10,7 @@ import pytest
 
 from export.manifest import ManifestError, read_manifest
 from export.onnx_export import PARITY_SAMPLE
-from streams.model import load_model
+from streams.model import load_model, softmax
 
 #: fp32 ONNX vs PyTorch: max |probability difference| allowed.
 FP32_PROB_TOL = 1e-5
@@ -40,11 +40,15 @@ def test_manifest_records_labels_hashes_and_parity(tiny_model_dir):
 def test_served_probabilities_match_pytorch(tiny_model_dir, tiny_checkpoint):
     texts = PARITY_SAMPLE + ["$AAPL to the moon", "Guidance cut again"]
     model = load_model(tiny_model_dir, variant="fp32")
-    ours = model.predict_proba(texts)
-    ref = _torch_probs(tiny_checkpoint, texts)
-    assert np.abs(ours - ref).max() < FP32_PROB_TOL
-    # batch composition must not change an item's probabilities beyond the tolerance
-    singles = np.concatenate([model.predict_proba([t]) for t in texts])
+    short = [t for t in texts if len(model.windows([t])[0]) == 1]
+    assert len(short) == len(texts) - 1  # PARITY_SAMPLE has one text longer than max_length
+    ours = model.predict_proba(short)
+    assert np.abs(ours - _torch_probs(tiny_checkpoint, short)).max() < FP32_PROB_TOL
+    # a long text's first window is what PyTorch sees with truncation
+    first_windows = softmax(model.logits(texts))
+    assert np.abs(first_windows - _torch_probs(tiny_checkpoint, texts)).max() < FP32_PROB_TOL
+    # batch composition (length-sorted sub-batches, padding) must not change probabilities
+    singles = np.concatenate([model.predict_proba([t]) for t in short])
     assert np.abs(singles - ours).max() < FP32_PROB_TOL
 
 
@@ -78,5 +82,5 @@ def test_incomplete_or_missing_directory_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_unknown_variant_is_a_clear_error(tiny_model_dir):
-    with pytest.raises(ManifestError, match="no variant 'fp16'"):
-        load_model(tiny_model_dir, variant="fp16")
+    with pytest.raises(ManifestError, match="no variant 'bf16'"):
+        load_model(tiny_model_dir, variant="bf16")
