@@ -232,7 +232,7 @@ def load_model(
     variant: str | None = None,
     providers: Sequence[str] | None = None,
     intra_op_threads: int = 0,
-    max_batch: int = 64,
+    max_batch: int | None = None,
     chunk_overlap: int = 32,
     max_chunks: int = 8,
     warm_up: bool = False,
@@ -269,6 +269,8 @@ def load_model(
                               max_batch=max_batch, chunk_overlap=chunk_overlap, max_chunks=max_chunks,
                               warm_up=warm_up)
     tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer))
+    if max_batch is None:  # measured on 2 CPU cores: 16 beats 64 by 6% (short) to 20% (128-token texts)
+        max_batch = 256 if session.get_providers()[0] in _GPU_PROVIDERS else 16
     model = SentimentModel(directory, manifest, key, session, tokenizer, max_batch=max_batch,
                            chunk_overlap=chunk_overlap, max_chunks=max_chunks)
     if warm_up:

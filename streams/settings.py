@@ -135,7 +135,8 @@ class RuntimeSettings(BaseModel):
     providers: list[str] | None = Field(
         None, description="ONNX Runtime providers in order; default TensorRT, CUDA, CPU as available")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads, 0 = ORT default")
-    max_batch: int = Field(64, ge=1, le=1024, description="windows per inference call (length-sorted)")
+    max_batch: int | None = Field(
+        None, ge=1, le=4096, description="windows per inference call (length-sorted); default 16 on CPU, 256 on GPU")
     chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long text")
     max_chunks: int = Field(8, ge=1, le=256, description="windows scored per text; the rest is ignored")
     warm_up: bool = True

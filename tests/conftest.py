@@ -66,6 +66,18 @@ def tiny_model_dir(tiny_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir_v2(tmp_path_factory) -> Path:
+    """A second model version (other weights), for hot-swap tests."""
+    from export.onnx_export import ExportOptions, export_checkpoint
+    from models.tiny import make_tiny_checkpoint
+
+    checkpoint = make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-v2") / "checkpoint", seed=8)
+    out = tmp_path_factory.mktemp("tiny-model-v2") / "model"
+    export_checkpoint(checkpoint, out, ExportOptions(name="tiny-test", version="2"))
+    return out
+
+
 class Influx1:
     """Minimal InfluxQL client for assertions (the real server's HTTP API)."""
 
@@ -143,7 +155,7 @@ class Pipeline:
         )
         return WorkerProcess(proc, log)
 
-    def publish(self, payloads: list[bytes], timestamp_ms: int | None = None) -> int:
+    def publish(self, payloads: list[bytes], timestamp_ms: int | None = None, rate: float | None = None) -> int:
         from streams.publish import publish, route
 
         messages = [route(p, self.topics) for p in payloads]
@@ -151,7 +163,7 @@ class Pipeline:
             from dataclasses import replace
 
             messages = [replace(m, timestamp_ms=timestamp_ms) for m in messages]
-        return asyncio.run(publish(messages, self.kafka))
+        return asyncio.run(publish(messages, self.kafka, rate=rate))
 
     def read_topic(self, topic: str, expect: int, timeout: float = 60) -> list:
         """All messages of ``topic`` from the beginning (stops at ``expect`` or timeout)."""

@@ -142,3 +142,32 @@ def test_item_without_tickers_is_stored_under_none(pipeline):
     (row,) = pipeline.influx.query("SELECT * FROM sentiment")
     assert row["ticker"] == NO_TICKER
     assert row["time"] == event_time_ns(_published(item), item["id"])
+
+
+def test_hot_swap_changes_the_version_on_scores_without_losing_items(pipeline, tiny_model_dir, tiny_model_dir_v2,
+                                                                     tmp_path):
+    import os
+
+    current = tmp_path / "current"
+    os.symlink(tiny_model_dir, current)
+    pipeline.model_dir = current
+    pipeline.start_worker(FINSENTRY_RUNTIME__RELOAD_INTERVAL="0.3", FINSENTRY_BATCH__SIZE="8")
+    items = list(sample_items(600, seed=21))
+    expected_points = sum(len(item["tickers"]) for item in items)
+    publisher = threading.Thread(target=pipeline.publish, args=([json.dumps(i).encode() for i in items],),
+                                 kwargs={"rate": 120})
+    publisher.start()
+    assert pipeline.wait_for_points(expected_points // 4) >= expected_points // 4
+    os.symlink(tiny_model_dir_v2, tmp_path / "next")
+    os.replace(tmp_path / "next", current)  # deploy v2 while items are streaming
+    publisher.join()
+    assert pipeline.wait_for_points(expected_points) == expected_points
+
+    scores = [Score.loads(m.value) for m in pipeline.read_topic(pipeline.topics.scores, len(items))]
+    assert sorted(s.id for s in scores) == sorted(i["id"] for i in items)  # none lost, none twice
+    versions = [s.model_version for s in scores]  # in processing order (one partition)
+    assert versions[0] == "1" and versions[-1] == "2"
+    switch = versions.index("2")
+    assert set(versions[switch:]) == {"2"}, "an old-model score after the swap"
+    stored = {row["model_version"] for row in pipeline.influx.query("SELECT model_version, score FROM sentiment")}
+    assert stored == {"1", "2"}
