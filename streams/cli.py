@@ -164,12 +164,15 @@ def sample(
 @app.command()
 def train(
     out: Path = typer.Option(Path("artifacts/checkpoint"), help="checkpoint directory"),
-    quick: bool = typer.Option(False, help="small recipe (~1 minute)"),
+    quick: bool = typer.Option(False, help="smoke recipe (< 3 minutes)"),
+    lora: bool = typer.Option(False, help="LoRA adapters instead of full fine-tuning (merged on save)"),
 ) -> None:
-    """Fine-tune the packaged MiniLM encoder on the packaged tweet corpus."""
+    """Fine-tune the packaged MiniLM encoder on the financial corpus plus packaged tweets."""
+    from dataclasses import replace
+
     from models.train import DEFAULT, QUICK, train as run
 
-    record = run(out, QUICK if quick else DEFAULT)
+    record = run(out, replace(QUICK if quick else DEFAULT, lora=lora))
     console.print_json(json.dumps({"out": str(out), **record["metrics"], "train_seconds": record["train_seconds"]}))
 
 
