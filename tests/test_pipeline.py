@@ -11,6 +11,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 
+from models.evaluate import model_predictor
+
 from streams.points import NO_TICKER, event_time_ns
 from streams.records import DeadLetter, Score
 from streams.samples import bad_payloads, sample_items
@@ -28,18 +30,9 @@ def _published(item: dict) -> datetime:
     return datetime.fromisoformat(item["published_at"].replace("Z", "+00:00"))
 
 
-def _torch_probs(checkpoint, texts: list[str]) -> np.ndarray:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint, local_files_only=True).eval()
-    tok = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(texts), 64):
-            enc = tok(texts[i : i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
-            out.append(torch.softmax(model(**enc).logits.double(), -1).numpy())
-    return np.concatenate(out)
+def _torch_probs(checkpoint, texts):
+    """Probabilities from the PyTorch checkpoint itself (truncation at 128 tokens)."""
+    return model_predictor(checkpoint)[1](list(texts))
 
 
 def _scoring_text(item: dict) -> str:

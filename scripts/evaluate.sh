@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Evaluate a model on the frozen financial test split and the tweet test split.
+#   scripts/evaluate.sh [MODEL (dir or checkpoint)] [OUT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:-artifacts/model}
+OUT=${2:-reports/$(basename "$MODEL")}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+mkdir -p "$OUT"
+.venv/bin/python -m models.data test "$OUT/tweets-test.jsonl"
+.venv/bin/python -m models.evaluate --model "$MODEL" --data models/corpus/splits/test.jsonl --out "$OUT/financial-test"
+.venv/bin/python -m models.evaluate --model "$MODEL" --data "$OUT/tweets-test.jsonl" --out "$OUT/tweets-test"
+rm "$OUT/tweets-test.jsonl"
