@@ -83,8 +83,13 @@ class InfluxSink(abc.ABC):
         self.stats = SinkStats()
         self._closed = False
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Open connections / create the database."""
+    async def start(self) -> None:
+        """Open connections / create the database (again after a stop: agents restart)."""
+        self._closed = False
+        await self._open()
+
+    async def _open(self) -> None:  # noqa: B027 - optional hook
+        pass
 
     async def stop(self) -> None:
         self._closed = True
@@ -141,7 +146,7 @@ class InfluxSink(abc.ABC):
 class _HttpSink(InfluxSink):
     _session: aiohttp.ClientSession | None = None
 
-    async def start(self) -> None:
+    async def _open(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
         self._session = aiohttp.ClientSession(timeout=timeout)
         await self._prepare()
@@ -224,7 +229,7 @@ class InfluxV2Sink(InfluxSink):
 
     _client = None
 
-    async def start(self) -> None:
+    async def _open(self) -> None:
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
         s = self.settings
@@ -267,7 +272,7 @@ class LineProtocolFileSink(InfluxSink):
     The file loads into any InfluxDB later (``influx write``/``curl /write``).
     """
 
-    async def start(self) -> None:
+    async def _open(self) -> None:
         path = Path(self.settings.line_protocol_file)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a", encoding="utf-8")

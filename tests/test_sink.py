@@ -142,3 +142,21 @@ def test_line_protocol_file_sink(tmp_path):
     sink = LineProtocolFileSink(InfluxSettings(api=InfluxApi.file, line_protocol_file=path))
     assert asyncio.run(_write(sink, ["a x=1 1", "a x=2 2"])) == []
     assert path.read_text() == "a x=1 1\na x=2 2\n"
+
+
+def test_a_sink_restarted_after_stop_retries_again(influxd):
+    # Faust restarts a crashed agent, which stops and starts the sink: it must retry again after that.
+    settings = InfluxSettings(api=InfluxApi.v1, url=influxd.url, bucket="restart_db")
+    sink = InfluxV1Sink(settings)
+
+    async def scenario():
+        await sink.start()
+        await sink.stop()
+        await sink.start()
+        try:
+            assert not sink._closed
+            return await sink.write(["sentiment,ticker=R score=1 1"])
+        finally:
+            await sink.stop()
+
+    assert asyncio.run(scenario()) == []
