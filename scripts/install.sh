@@ -11,7 +11,8 @@ log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 need_apt=()
 command -v influxd >/dev/null || need_apt+=(influxdb)
 command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
-command -v docker-compose >/dev/null || command -v docker >/dev/null || need_apt+=(docker-compose)
+# a compose client, so the tests can run `compose config` on docker-compose.yml
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need_apt+=(docker-compose)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "apt-get install ${need_apt[*]}"
