@@ -30,6 +30,7 @@ from streams.scoring import BatchResult, BatchScorer, Incoming
 from streams.settings import Settings, load_settings
 from streams.sink import make_sink
 from streams.swap import ModelWatcher
+from streams.tickers import default_extractor
 
 __all__ = ["create_app", "app"]
 
@@ -111,8 +112,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
             t.news, t.social, t.scores, settings.batch.size, settings.batch.wait, model.name, model.version,
             model.variant, model.provider, settings.influx.api.value, settings.influx.url, settings.redacted(),
         )
+        extractor = default_extractor() if settings.extract_tickers else None
         scorer = BatchScorer(model, sink, kind_by_topic=kind_by_topic, executor=executor,
-                             max_text_chars=settings.batch.max_text_chars)
+                             max_text_chars=settings.batch.max_text_chars,
+                             extract_tickers=extractor.extract if extractor else None)
         state["scorer"] = scorer
         return scorer
 

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -67,6 +67,7 @@ class BatchScorer:
         max_text_chars: int = 20_000,
         worker: str | None = None,
         health_points: bool = True,
+        extract_tickers: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.model = model
         self.sink = sink
@@ -75,6 +76,7 @@ class BatchScorer:
         self.max_text_chars = max_text_chars
         self.worker = worker or socket.gethostname()
         self.health_points = health_points
+        self.extract_tickers = extract_tickers
 
     def dead_letter(self, msg: Incoming, stage: Stage, reason: str, item_id: str | None, now: datetime) -> DeadLetter:
         log.warning("dead-letter %s[%d]@%d (%s): %s", msg.topic, msg.partition, msg.offset, stage, reason)
@@ -82,6 +84,12 @@ class BatchScorer:
             stage=stage, reason=reason, topic=msg.topic, partition=msg.partition, offset=msg.offset,
             key=msg.key, value=msg.value, failed_at=now, worker=self.worker, item_id=item_id,
         )
+
+    def _tickers(self, item: Item) -> list[str]:
+        """Tickers on the record win; otherwise the ones the text names."""
+        if item.tickers or self.extract_tickers is None:
+            return list(item.tickers)
+        return self.extract_tickers(item.scoring_text)
 
     async def _infer(self, model: SentimentModel, texts: list[str]) -> np.ndarray:
         loop = asyncio.get_running_loop()
@@ -136,7 +144,7 @@ class BatchScorer:
                 continue
             p_neg, p_neu, p_pos = (float(row[index[k]]) for k in ("negative", "neutral", "positive"))
             scored.append((msg, Score(
-                id=item.id, source=item.source, published_at=item.published_at, tickers=list(item.tickers),
+                id=item.id, source=item.source, published_at=item.published_at, tickers=self._tickers(item),
                 label=labels[int(np.argmax(row))], p_negative=p_neg, p_neutral=p_neu, p_positive=p_pos,
                 score=p_pos - p_neg, model_name=model.name, model_version=model.version,
                 scored_at=scored_at, kind=item.kind, headline=item.title,

@@ -161,6 +161,7 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     model_dir: Path = Field(Path("artifacts/model"), description="model directory made by `finsentry export`")
     model_variant: str | None = Field(None, description="fp32 | int8 | fp16; default: fp16 on GPU, int8 on CPU")
+    extract_tickers: bool = Field(True, description="find tickers in the text of items that carry none")
     web_port: int = Field(6066, ge=0, le=65535, description="Faust web (health) port; 0 disables")
     data_dir: Path = Field(Path(".finsentry-data"), description="Faust local state directory")
     log_level: str = "info"

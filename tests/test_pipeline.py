@@ -126,15 +126,24 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(pipeline):
     assert dead == []
 
 
-def test_item_without_tickers_is_stored_under_none(pipeline):
-    item = {"id": "no-ticker-1", "source": "newswire", "published_at": "2026-03-02T14:00:00.5+01:00",
-            "headline": "Markets drift ahead of central bank decision"}
+def test_tickers_come_from_the_record_else_from_the_text_else_none(pipeline):
+    base = {"source": "newswire", "published_at": "2026-03-02T14:00:00.5+01:00"}
+    items = [
+        {**base, "id": "no-ticker-1", "headline": "Markets drift ahead of central bank decision"},
+        {**base, "id": "named-1", "headline": "Apple cuts outlook while $MSFT gains; apple pie sales soar"},
+        {**base, "id": "explicit-1", "headline": "Apple cuts outlook", "tickers": ["NVDA"]},
+    ]
     pipeline.start_worker()
-    pipeline.publish([json.dumps(item).encode()])
-    assert pipeline.wait_for_points(1) == 1
-    (row,) = pipeline.influx.query("SELECT * FROM sentiment")
-    assert row["ticker"] == NO_TICKER
-    assert row["time"] == event_time_ns(_published(item), item["id"])
+    pipeline.publish([json.dumps(item).encode() for item in items])
+    assert pipeline.wait_for_points(4) == 4
+    rows = pipeline.influx.query("SELECT * FROM sentiment")
+    by_id = {}
+    for row in rows:
+        by_id.setdefault(row["id"], set()).add(row["ticker"])
+    assert by_id == {"no-ticker-1": {NO_TICKER}, "named-1": {"AAPL", "MSFT"}, "explicit-1": {"NVDA"}}
+    for row in rows:
+        item = next(i for i in items if i["id"] == row["id"])
+        assert row["time"] == event_time_ns(_published(item), item["id"])
 
 
 def test_hot_swap_changes_the_version_on_scores_without_losing_items(pipeline, tiny_model_dir, tiny_model_dir_v2,
