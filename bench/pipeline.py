@@ -87,11 +87,9 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
         kafka = KafkaSettings(broker=broker.url)
         topics = TopicSettings()
         asyncio.run(create_topics(kafka, pipeline_topics(topics)))
-        env = {**os.environ, "FINSENTRY_KAFKA__BROKER": broker.url, "FINSENTRY_KAFKA__SESSION_TIMEOUT": "2",
-               "FINSENTRY_KAFKA__HEARTBEAT_INTERVAL": "0.5", "FINSENTRY_KAFKA__FETCH_MAX_WAIT_MS": "100", "FINSENTRY_INFLUX__API": "v1",
-               "FINSENTRY_INFLUX__URL": influx.url, "FINSENTRY_MODEL_DIR": str(model_dir),
-               "FINSENTRY_MODEL_VARIANT": variant, "FINSENTRY_BATCH__SIZE": str(batch_size),
-               "FINSENTRY_WEB_PORT": "0", "FINSENTRY_DATA_DIR": str(workdir / "faust")}
+        env = services.local_worker_env(broker.url, workdir / "faust", {
+            "FINSENTRY_INFLUX__API": "v1", "FINSENTRY_INFLUX__URL": influx.url, "FINSENTRY_MODEL_DIR": str(model_dir),
+            "FINSENTRY_MODEL_VARIANT": variant, "FINSENTRY_BATCH__SIZE": str(batch_size)})
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env,
                                   stdout=open(workdir / "worker.log", "wb"), stderr=subprocess.STDOUT)
 

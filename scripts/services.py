@@ -37,6 +37,7 @@ __all__ = [
     "start_tansu",
     "start_influxd",
     "which_influxd",
+    "local_worker_env",
     "start_victoria_metrics",
 ]
 
@@ -245,6 +246,25 @@ def start_victoria_metrics(
         service.stop()
         raise ServiceError(f"victoria-metrics: {exc}\n{service.log_tail()}") from exc
     return service
+
+
+def local_worker_env(broker_url: str, data_dir: Path, settings: dict[str, str]) -> dict[str, str]:
+    """Environment for a worker process on a local tansu broker, plus ``settings``.
+
+    Short consumer-group timings move a killed worker's partitions within
+    seconds; a 100 ms fetch wait because tansu answers a fetch only at its
+    deadline (docs/kafka.md). The web port is off so workers never collide.
+    """
+    return {
+        **os.environ,
+        "FINSENTRY_KAFKA__BROKER": broker_url,
+        "FINSENTRY_KAFKA__SESSION_TIMEOUT": "2",
+        "FINSENTRY_KAFKA__HEARTBEAT_INTERVAL": "0.5",
+        "FINSENTRY_KAFKA__FETCH_MAX_WAIT_MS": "100",
+        "FINSENTRY_WEB_PORT": "0",
+        "FINSENTRY_DATA_DIR": str(data_dir),
+        **settings,
+    }
 
 
 @contextlib.contextmanager

@@ -115,7 +115,7 @@ def run_demo(settings: Settings, *, n: int, rate: float, influx_mode: str, conso
     try:
         manifest = verify_directory(settings.model_dir)
     except ManifestError as exc:
-        console.print(f"[red]{exc}[/red]\nBuild the model first: scripts/setup.sh (or finsentry train && finsentry export)")
+        console.print(f"[red]{exc}[/red]\nBuild the model first: scripts/demo.sh does it (or finsentry train && finsentry export)")
         return 2
 
     started: list[services.Service] = []
@@ -143,19 +143,13 @@ def run_demo(settings: Settings, *, n: int, rate: float, influx_mode: str, conso
         console.print(f"points: {sink}")
         console.print(f"model: {manifest.name} {manifest.version} from {settings.model_dir}")
 
-        env = {
-            **os.environ,
-            "FINSENTRY_KAFKA__BROKER": broker.url,
-            "FINSENTRY_KAFKA__SESSION_TIMEOUT": "2",
-            "FINSENTRY_KAFKA__HEARTBEAT_INTERVAL": "0.5", "FINSENTRY_KAFKA__FETCH_MAX_WAIT_MS": "100",
+        env = services.local_worker_env(broker.url, workdir / "faust", {
             "FINSENTRY_INFLUX__API": settings.influx.api.value,
             "FINSENTRY_INFLUX__URL": settings.influx.url,
             "FINSENTRY_INFLUX__BUCKET": settings.influx.bucket,
             "FINSENTRY_INFLUX__LINE_PROTOCOL_FILE": str(settings.influx.line_protocol_file),
             "FINSENTRY_MODEL_DIR": str(Path(settings.model_dir).resolve()),
-            "FINSENTRY_WEB_PORT": "0",
-            "FINSENTRY_DATA_DIR": str(workdir / "faust"),
-        }
+        })
         log_path = workdir / "worker.log"
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
                                   stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)

@@ -125,12 +125,7 @@ class Pipeline:
                              consumer_group=self.group)
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            **os.environ,
-            "FINSENTRY_KAFKA__BROKER": self.broker_url,
-            "FINSENTRY_KAFKA__SESSION_TIMEOUT": "2",
-            "FINSENTRY_KAFKA__HEARTBEAT_INTERVAL": "0.5",
-            "FINSENTRY_KAFKA__FETCH_MAX_WAIT_MS": "100",
+        env = services.local_worker_env(self.broker_url, self.workdir / "faust-data", {
             "FINSENTRY_KAFKA__CONSUMER_GROUP": self.group,
             "FINSENTRY_TOPICS__NEWS": self.topics.news,
             "FINSENTRY_TOPICS__SOCIAL": self.topics.social,
@@ -140,10 +135,8 @@ class Pipeline:
             "FINSENTRY_INFLUX__URL": self.influx.url,
             "FINSENTRY_INFLUX__BUCKET": self.influx.db,
             "FINSENTRY_MODEL_DIR": str(self.model_dir),
-            "FINSENTRY_WEB_PORT": "0",
-            "FINSENTRY_DATA_DIR": str(self.workdir / "faust-data"),
             "PYTHONUNBUFFERED": "1",
-        }
+        })
         env.update(extra)
         return env
 
