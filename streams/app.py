@@ -25,7 +25,9 @@ from aiokafka.errors import KafkaError
 
 from streams.consumer import SafeCommitApp
 from streams.model import SentimentModel, load_model
-from streams.records import DeadLetter, Score
+from streams.aggregate import attach_aggregation
+from streams.notify import attach_webhook
+from streams.records import DeadLetter, Mention, Score
 from streams.scoring import BatchResult, BatchScorer, Incoming
 from streams.settings import Settings, load_settings
 from streams.sink import make_sink
@@ -68,6 +70,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_batch_size=settings.kafka.producer_max_batch_bytes,
+        table_standby_replicas=0,
         topic_partitions=settings.topics.partitions,
         topic_allow_declare=True,
         store="memory://",
@@ -86,6 +90,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
     scores_topic = app.topic(t.scores, key_type=bytes, value_type=Score, key_serializer="raw")
     dead_topic = app.topic(t.dead_letter, key_type=bytes, value_type=DeadLetter, key_serializer="raw")
     kind_by_topic = {t.news: "news", t.social: "social"}
+    aggregation = attach_aggregation(app, settings) if settings.alerts.enabled else None
+    mentions_topic = aggregation["mentions_topic"] if aggregation else None
+    if aggregation and settings.alerts.webhook_url is not None:
+        attach_webhook(app, settings, aggregation["alerts_topic"], dead_topic)
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     sink = make_sink(settings.influx)
@@ -127,6 +135,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
             if scorer is not None and (new := await watcher.check(scorer.model)) is not None:
                 scorer.model = new  # the next batch uses it; in-flight batches keep theirs
 
+    def _mentions(scores: list[Score]) -> list[Mention]:
+        if mentions_topic is None:
+            return []
+        return [
+            Mention(id=s.id, ticker=ticker, published_at=s.published_at, score=s.score, label=s.label,
+                    source=s.source, kind=s.kind, headline=s.headline, model_version=s.model_version)
+            for s in scores for ticker in s.tickers
+        ]
+
     async def _publish(result: BatchResult) -> None:
         """Deliver scores and dead letters (acks=all), retrying until the broker takes them."""
         delay = 0.5
@@ -137,6 +154,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 ] + [
                     await dead_topic.send(key=(d.item_id or "").encode("utf-8") or None, value=d, force=True)
                     for d in result.dead_letters
+                ] + [
+                    await mentions_topic.send(key=m.ticker.encode("utf-8"), value=m, force=True)
+                    for m in _mentions(result.scores)
                 ]
                 if sends:
                     await asyncio.gather(*sends)
@@ -182,6 +202,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                       len(result.scores), len(result.dead_letters), result.total_ms)
 
     app.finsentry_state = state  # type: ignore[attr-defined]
+    app.finsentry_aggregation = aggregation  # type: ignore[attr-defined]
     return app
 
 

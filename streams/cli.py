@@ -1,4 +1,4 @@
-"""``finsentry`` command line: worker, publish, demo, topics, schema, train, export."""
+"""``finsentry`` command line: worker, publish, demo, topics, rules, generate, schema, train, export."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(no_args_is_help=True, help="Manage the pipeline's Kafka topics.")
 app.add_typer(topics_app, name="topics")
+rules_app = typer.Typer(no_args_is_help=True, help="Alert rules (YAML): validate before deploying.")
+app.add_typer(rules_app, name="rules")
 app.command("export", help="Export a fine-tuned checkpoint to a verified ONNX model directory.")(export_command)
 console = Console(stderr=True)
 
@@ -76,7 +78,13 @@ def worker(
     except ManifestError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    faust_app = create_app(settings)
+    from streams.rules import RulesError
+
+    try:
+        faust_app = create_app(settings)
+    except RulesError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     faust.Worker(faust_app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
 
 
@@ -159,6 +167,53 @@ def sample(
                     fh.write(payload + b"\n")
                     count += 1
     console.print(f"wrote {count} lines to {out}")
+
+
+@rules_app.command("check")
+def rules_check(
+    path: Optional[Path] = typer.Argument(None, help="rules file (default: FINSENTRY_ALERTS__RULES_FILE or the shipped one)"),
+) -> None:
+    """Validate an alert rules file against the configured windows; print the rules."""
+    from streams.rules import RulesError, load_rules
+    from streams.windows import window_label
+
+    settings = load_settings()
+    path = path or settings.alerts.rules_file
+    try:
+        rules = load_rules(path, windows=settings.alerts.windows)
+    except RulesError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for rule in rules.rules:
+        levels = ", ".join(f"{lv.severity} {lv.threshold:g}" for lv in rule.levels)
+        state = "" if rule.enabled else " (disabled)"
+        console.print(f"{rule.id}{state}: {rule.kind} on {window_label(rule.window)} windows, >= {rule.min_mentions} "
+                      f"mentions; {levels}; clears at {rule.clear:g}; cooldown {rule.cooldown}s")
+    console.print(f"ok: {len(rules.active)} active rules")
+
+
+@app.command()
+def generate(
+    out: Path = typer.Argument(..., help="JSONL file of items to write (in arrival order)"),
+    truth: Optional[Path] = typer.Option(None, help="JSON file for the injected events (default: OUT.events.json)"),
+    tickers: int = typer.Option(30, help="tickers in the stream"),
+    hours: float = typer.Option(24.0, help="event-time span"),
+    events: int = typer.Option(10, help="injected events (bursts, drifts, surges, positive bursts)"),
+    seed: int = typer.Option(1),
+) -> None:
+    """Generate background traffic plus injected events with known start times (for tests and evaluation)."""
+    from streams.generator import TextPool, generate as make, random_spec
+
+    spec = random_spec(seed, tickers=tickers, hours=hours, events=events)
+    items = make(spec, TextPool.from_corpus())
+    with open(out, "w") as fh:
+        for item in items:
+            fh.write(json.dumps(item) + "\n")
+    truth = truth or out.with_suffix(".events.json")
+    truth.write_text(json.dumps({"seed": seed, "start": spec.start.isoformat(), "duration_s": spec.duration_s,
+                                 "tickers": [p.__dict__ for p in spec.tickers],
+                                 "events": [e.to_dict() for e in spec.events]}, indent=2) + "\n")
+    console.print(f"wrote {len(items)} items to {out} and {len(spec.events)} events to {truth}")
 
 
 @app.command()

@@ -28,10 +28,16 @@ __all__ = [
     "event_time_ns",
     "score_points",
     "pipeline_point",
+    "WINDOW_MEASUREMENT",
+    "ALERT_MEASUREMENT",
+    "window_point",
+    "alert_point",
 ]
 
 SENTIMENT_MEASUREMENT = "sentiment"
 PIPELINE_MEASUREMENT = "pipeline"
+WINDOW_MEASUREMENT = "ticker_window"
+ALERT_MEASUREMENT = "alerts"
 #: Tag value for items that name no ticker, so they are stored and queryable.
 NO_TICKER = "_none"
 _OFFSET_RANGE = 1_000_000_000  # ns: the offset never moves a point across a second
@@ -109,5 +115,72 @@ def pipeline_point(
         .field("latency_p50_ms", float(latency_p50_ms))
         .field("latency_max_ms", float(latency_max_ms))
         .time(at, WritePrecision.NS)
+        .to_line_protocol()
+    )
+
+
+def window_point(
+    *,
+    ticker: str,
+    window: str,
+    start: int,
+    count: int,
+    mean_score: float,
+    negative_share: float,
+    positive_share: float,
+    z_score: float,
+    volume_ratio: float,
+    baseline_mean: float,
+    baseline_std: float,
+    baseline_rate: float,
+) -> str:
+    """A closed window of one ticker, stamped at the window start (its identity:
+    writing it again after a replay overwrites it)."""
+    return (
+        Point(WINDOW_MEASUREMENT)
+        .tag("ticker", ticker)
+        .tag("window", window)
+        .field("count", int(count))
+        .field("mean_score", float(mean_score))
+        .field("negative_share", float(negative_share))
+        .field("positive_share", float(positive_share))
+        .field("z_score", float(z_score))
+        .field("volume_ratio", float(volume_ratio))
+        .field("baseline_mean", float(baseline_mean))
+        .field("baseline_std", float(baseline_std))
+        .field("baseline_rate", float(baseline_rate))
+        .time(int(start) * 1_000_000_000, WritePrecision.NS)
+        .to_line_protocol()
+    )
+
+
+def alert_point(alert) -> str:  # alert: streams.records.Alert
+    """An alert status change, for Grafana annotations and tables.
+
+    Stamped at the alert's event time plus an offset from (dedup key, status),
+    so a re-delivered alert overwrites itself and the firing and resolved
+    points of one incident never collide.
+    """
+    ts = event_time_ns(alert.event_time, f"{alert.dedup_key}|{alert.status}")
+    evidence = "; ".join(f"{t.headline} ({t.score:+.2f})" for t in alert.top_items[:3])
+    text = f"{alert.suggestion}" + (f" Evidence: {evidence}" if evidence and alert.status != "resolved" else "")
+    return (
+        Point(ALERT_MEASUREMENT)
+        .tag("ticker", alert.ticker)
+        .tag("rule", alert.rule)
+        .tag("severity", alert.severity)
+        .tag("status", alert.status)
+        .tag("window", alert.window)
+        .field("title", alert.title)
+        .field("text", text[:2000])
+        .field("dedup_key", alert.dedup_key)
+        .field("value", float(alert.value))
+        .field("threshold", float(alert.threshold))
+        .field("count", int(alert.count))
+        .field("mean_score", float(alert.mean_score))
+        .field("z_score", float(alert.z_score))
+        .field("volume_ratio", float(alert.volume_ratio))
+        .field("top_ids", ",".join(t.id for t in alert.top_items))
+        .time(ts, WritePrecision.NS)
         .to_line_protocol()
     )

@@ -14,12 +14,12 @@ from typing import Literal
 
 import faust
 
-__all__ = ["Item", "Score", "DeadLetter", "LABELS", "Stage"]
+__all__ = ["Item", "Score", "Mention", "Alert", "DeadLetter", "LABELS", "Stage"]
 
 #: Label order used everywhere (model outputs, manifest, records).
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 
-Stage = Literal["decode", "validate", "score", "sink"]
+Stage = Literal["decode", "validate", "score", "sink", "notify"]
 
 
 class Item(faust.Record, serializer="json", isodates=True, include_metadata=False):
@@ -70,6 +70,69 @@ class Score(faust.Record, serializer="json", isodates=True, include_metadata=Fal
     kind: str = "news"
     headline: str = ""
     schema_version: int = 1
+
+
+class Mention(faust.Record, serializer="json", isodates=True, include_metadata=False):
+    """One (item, ticker) pair, keyed by ticker on the mentions topic.
+
+    The scorer fans a scored item out into one mention per ticker so that all
+    mentions of a ticker land in one partition, where the aggregator keeps
+    that ticker's windows.
+    """
+
+    id: str
+    ticker: str
+    published_at: datetime
+    score: float
+    label: str
+    source: str
+    kind: str = "news"
+    headline: str = ""
+    model_version: str = ""
+
+
+class AlertItem(faust.Record, serializer="json", include_metadata=False):
+    """An item cited as evidence for an alert."""
+
+    id: str
+    score: float
+    headline: str
+    published_at: float  # epoch seconds
+
+
+class Alert(faust.Record, serializer="json", isodates=True, include_metadata=False):
+    """An alert event: ``firing`` once per incident, then ``escalated``/``resolved``.
+
+    ``dedup_key`` is stable for an incident (ticker, rule, window in which it
+    fired): a re-delivery after a crash carries the same key, and every status
+    change of one incident shares it.
+    """
+
+    dedup_key: str
+    status: str  # firing | escalated | resolved
+    ticker: str
+    rule: str
+    kind: str
+    severity: str
+    window: str
+    window_start: datetime
+    window_end: datetime
+    event_time: datetime  # event time at which this status was reached
+    detected_at: datetime  # processing time
+    value: float  # the rule's signal
+    threshold: float
+    count: int
+    mean_score: float
+    negative_share: float
+    z_score: float
+    volume_ratio: float
+    baseline_mean: float
+    baseline_std: float
+    baseline_rate: float
+    top_items: list[AlertItem]
+    suggestion: str
+    also_matched: list[str] = []
+    title: str = ""
 
 
 class DeadLetter(faust.Record, serializer="json", isodates=True, include_metadata=False):

@@ -24,6 +24,7 @@ __all__ = [
     "TopicSettings",
     "BatchSettings",
     "RuntimeSettings",
+    "AlertSettings",
     "Settings",
     "load_settings",
 ]
@@ -53,6 +54,11 @@ class KafkaSettings(BaseModel):
     session_timeout: float = Field(10.0, gt=0, description="consumer group session timeout, seconds")
     heartbeat_interval: float = Field(3.0, gt=0)
     consumer_group: str = Field("finsentry-scorer", description="Faust app id = consumer group")
+    producer_max_batch_bytes: int = Field(
+        1_048_576, ge=1,
+        description="producer batch size cap; 1 = one record per batch (tansu: its end offsets are wrong "
+        "after multi-record batches, which breaks table recovery)",
+    )
     fetch_max_wait_ms: int = Field(
         500, ge=1, le=30_000,
         description="longest a fetch may wait on the broker; brokers that answer only at this deadline "
@@ -79,6 +85,8 @@ class TopicSettings(BaseModel):
     social: str = "social.posts"
     scores: str = "sentiment.scores"
     dead_letter: str = "finsentry.dead-letter"
+    mentions: str = Field("sentiment.mentions", description="one record per (item, ticker), key = ticker")
+    alerts: str = "finsentry.alerts"
     partitions: int = Field(1, ge=1, description="partitions used when the tooling creates topics")
 
 
@@ -144,6 +152,51 @@ class RuntimeSettings(BaseModel):
         5.0, ge=0, description="seconds between checks of the model directory for a new version; 0 = never")
 
 
+class AlertSettings(BaseModel):
+    """Per-ticker aggregation windows, baselines, alert rules and the webhook."""
+
+    enabled: bool = Field(True, description="aggregate per ticker and evaluate alert rules")
+    rules_file: Path | None = Field(None, description="alert rules YAML; default: the shipped streams/alert_rules.yaml")
+    windows: list[int] = Field([60, 300, 3600], description="tumbling window sizes in seconds, JSON: [60, 300, 3600]")
+    lateness: int = Field(30, ge=0, description="seconds a window stays open after its end for late items")
+    baseline_half_life: float = Field(6 * 3600.0, gt=0, description="baseline memory in event-time seconds")
+    between_window_std: float = Field(0.05, ge=0, description="floor on window-to-window drift in z-scores")
+    rate_floor_per_minute: float = Field(0.2, gt=0, description="normal volume is never taken below this")
+    top_items: int = Field(5, ge=1, le=50, description="items cited as evidence per alert")
+    webhook_url: SecretStr | None = Field(None, description="Slack-compatible incoming webhook (a secret)")
+    webhook_url_file: Path | None = None
+    webhook_timeout: float = Field(5.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1, description="then the alert goes to the dead-letter topic")
+    webhook_retry_initial: float = Field(1.0, gt=0)
+    webhook_retry_max: float = Field(60.0, gt=0)
+
+    @field_validator("webhook_url", "webhook_url_file", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        # compose passes unset variables as "": that means "no webhook", not a URL
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
+
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _windows(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "60,300" or "1m,5m" from the environment
+            from streams.windows import parse_duration
+
+            value = [parse_duration(part) for part in value.replace(" ", "").split(",") if part]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "AlertSettings":
+        if not self.windows or any(w < 1 for w in self.windows) or len(set(self.windows)) != len(self.windows):
+            raise ValueError("windows must be distinct positive sizes in seconds")
+        self.windows = sorted(self.windows)
+        if self.webhook_url is None and self.webhook_url_file is not None:
+            self.webhook_url = _read_secret_file(self.webhook_url_file)
+        return self
+
+
 class Settings(BaseSettings):
     """All worker settings. ``repr`` never shows secret values."""
 
@@ -159,6 +212,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     batch: BatchSettings = BatchSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    alerts: AlertSettings = AlertSettings()
     model_dir: Path = Field(Path("artifacts/model"), description="model directory made by `finsentry export`")
     model_variant: str | None = Field(None, description="fp32 | int8 | fp16; default: fp16 on GPU, int8 on CPU")
     extract_tickers: bool = Field(True, description="find tickers in the text of items that carry none")

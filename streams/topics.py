@@ -15,7 +15,8 @@ __all__ = ["pipeline_topics", "create_topics"]
 
 def pipeline_topics(topics: TopicSettings) -> dict[str, int]:
     """Topic name -> partitions for everything the pipeline reads or writes."""
-    return {name: topics.partitions for name in (topics.news, topics.social, topics.scores, topics.dead_letter)}
+    names = (topics.news, topics.social, topics.scores, topics.dead_letter, topics.mentions, topics.alerts)
+    return {name: topics.partitions for name in names}
 
 
 async def create_topics(kafka: KafkaSettings, topics: dict[str, int], replication: int = 1,

@@ -78,6 +78,18 @@ def tiny_model_dir_v2(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_sentiment_model_dir(tmp_path_factory) -> Path:
+    """A tiny model briefly trained on the corpus: its labels depend on the text."""
+    from export.onnx_export import ExportOptions, export_checkpoint
+    from models.tiny import train_tiny_sentiment
+
+    checkpoint = train_tiny_sentiment(tmp_path_factory.mktemp("tiny-sentiment") / "checkpoint")
+    out = tmp_path_factory.mktemp("tiny-sentiment-model") / "model"
+    export_checkpoint(checkpoint, out, ExportOptions(name="tiny-sentiment", version="1", int8=False, fp16=False))
+    return out
+
+
 class Influx1:
     """Minimal InfluxQL client for assertions (the real server's HTTP API)."""
 
@@ -131,6 +143,8 @@ class Pipeline:
             "FINSENTRY_TOPICS__SOCIAL": self.topics.social,
             "FINSENTRY_TOPICS__SCORES": self.topics.scores,
             "FINSENTRY_TOPICS__DEAD_LETTER": self.topics.dead_letter,
+            "FINSENTRY_TOPICS__MENTIONS": self.topics.mentions,
+            "FINSENTRY_TOPICS__ALERTS": self.topics.alerts,
             "FINSENTRY_INFLUX__API": "v1",
             "FINSENTRY_INFLUX__URL": self.influx.url,
             "FINSENTRY_INFLUX__BUCKET": self.influx.db,
@@ -224,7 +238,7 @@ def pipeline(broker, influxd, tiny_model_dir, tmp_path):
 
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(news=f"news-{tag}", social=f"social-{tag}", scores=f"scores-{tag}",
-                           dead_letter=f"dead-{tag}")
+                           dead_letter=f"dead-{tag}", mentions=f"mentions-{tag}", alerts=f"alerts-{tag}")
     pipe = Pipeline(broker.url, Influx1(influxd.url, f"db_{tag}"), topics, f"group-{tag}", tiny_model_dir, tmp_path)
     asyncio.run(create_topics(pipe.kafka, pipeline_topics(topics)))
     pipe.influx.execute(f'CREATE DATABASE "{pipe.influx.db}"')

@@ -12,7 +12,7 @@ from streams.publish import read_items, route
 from streams.settings import TopicSettings
 
 COMMANDS = [[], ["worker"], ["publish"], ["demo"], ["topics"], ["topics", "create"], ["schema"], ["sample"],
-            ["train"], ["export"]]
+            ["train"], ["export"], ["rules"], ["rules", "check"], ["generate"]]
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "root")
@@ -49,3 +49,30 @@ def test_csv_rows_become_items_with_ticker_lists(tmp_path):
     (payload,) = read_items(path)
     assert json.loads(payload) == {"id": "c1", "source": "wire", "published_at": "2026-01-01T00:00:00Z",
                                    "headline": "Apple, Microsoft rise", "tickers": ["AAPL", "MSFT"]}
+
+
+def test_rules_check_accepts_the_shipped_file_and_explains_a_bad_one(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "streams.cli", "rules", "check"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "active rules" in ok.stderr and "negative-surge" in ok.stderr
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("version: 1\nrules:\n  - id: x\n    kind: negative_spike\n    window: 2m\n"
+                   "    levels: [{severity: warning, threshold: -0.4}]\n")
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "rules", "check", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "rule 'x' watches window 2m" in result.stderr
+
+
+def test_generate_writes_items_and_the_injected_events(tmp_path):
+    out = tmp_path / "stream.jsonl"
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "generate", str(out), "--tickers", "5",
+                             "--hours", "8", "--events", "3", "--seed", "4"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    items = [json.loads(line) for line in out.read_text().splitlines()]
+    truth = json.loads(out.with_suffix(".events.json").read_text())
+    assert len(truth["events"]) == 3 and len(truth["tickers"]) == 5
+    assert {i["tickers"][0] for i in items} == {t["ticker"] for t in truth["tickers"]}
+    for event in truth["events"]:
+        injected = [i for i in items if i["origin"].endswith(event["start"]) and i["tickers"] == [event["ticker"]]]
+        assert injected or event["kind"] == "drift"

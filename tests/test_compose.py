@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,7 +42,7 @@ def test_host_ports_match_the_code_defaults():
 def test_topics_created_by_compose_are_the_default_topics():
     script = SERVICES["kafka-init"]["command"][0]
     t = Settings().topics
-    for name in (t.news, t.social, t.scores, t.dead_letter):
+    for name in (t.news, t.social, t.scores, t.dead_letter, t.mentions, t.alerts):
         assert name in script
 
 
@@ -60,18 +61,23 @@ def test_worker_environment_is_valid_settings(monkeypatch):
             monkeypatch.delenv(key)
     for name, value in SERVICES["worker"]["environment"].items():
         assert name.startswith("FINSENTRY_")
-        monkeypatch.setenv(name, "x-token" if "${" in str(value) else str(value))
+        default = re.fullmatch(r"\$\{\w+:-(.*)\}", str(value))  # ${VAR:-default}: what compose uses when unset
+        monkeypatch.setenv(name, default.group(1) if default else "x-token" if "${" in str(value) else str(value))
     s = Settings()
     assert s.kafka.bootstrap_servers == ["kafka:19092"]
-    assert s.topics == Settings.model_fields["topics"].default
+    assert s.topics.model_dump(exclude={"partitions"}) == \
+        Settings.model_fields["topics"].default.model_dump(exclude={"partitions"})
+    assert s.topics.partitions == 3  # the table's partitions follow the compose topics
+    assert s.alerts.webhook_url is None  # unset webhook file: no webhook
+    assert str(s.alerts.rules_file) == "/etc/finsentry/alert_rules.yaml"
     assert str(s.model_dir) == "/models/current"
 
 
 def test_mounts_point_at_files_in_the_repo():
-    for service in ("grafana", "influxdb"):
+    for service in ("grafana", "influxdb", "worker"):
         for volume in SERVICES[service]["volumes"]:
             source = volume.split(":")[0]
-            if source.startswith("./"):
+            if source.startswith("./") and not source.startswith("./artifacts"):  # artifacts: built by the user
                 assert (ROOT / source).exists(), f"{service} mounts missing {source}"
     assert any(v.startswith("./dashboards/provisioning:") for v in SERVICES["grafana"]["volumes"])
 

@@ -1,0 +1,98 @@
+"""The per-ticker aggregation agent: mentions -> windows, baselines, alerts.
+
+Reads the mentions topic (key = ticker, so a ticker's mentions are in one
+partition, in order), runs :class:`streams.engine.Aggregator` and keeps each
+ticker's state in the Faust table ``ticker-state`` (changelog-backed; a
+restarted worker recovers it before consuming). Per mention, in this order:
+window and alert points go to InfluxDB, alerts go to the alerts topic, then
+the new states go to the table. Faust flushes the changelog before it commits
+the mention's offset, so a committed mention always has its state saved; a
+crash before that replays the mention, and the ids kept in the state make the
+replay count nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+from aiokafka.errors import KafkaError
+
+from streams.engine import Aggregator, EngineConfig
+from streams.records import Alert, Mention
+from streams.rules import load_rules
+from streams.settings import Settings
+from streams.sink import make_sink
+
+__all__ = ["TABLE_NAME", "engine_config", "attach_aggregation"]
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "ticker-state"
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    a = settings.alerts
+    return EngineConfig(
+        windows=tuple(a.windows), lateness=a.lateness, half_life=a.baseline_half_life,
+        between_window_std=a.between_window_std, rate_floor_per_minute=a.rate_floor_per_minute,
+        top_items=a.top_items,
+    )
+
+
+async def send_until_delivered(topic: Any, key: bytes, value: Any, what: str) -> None:
+    """Send one record with acks=all, retrying until the broker takes it."""
+    delay = 0.5
+    while True:
+        try:
+            await (await topic.send(key=key, value=value, force=True))
+            return
+        except KafkaError as exc:
+            log.warning("sending %s failed, retrying in %.1fs: %s", what, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def attach_aggregation(app: faust.App, settings: Settings) -> dict[str, Any]:
+    """Declare the mentions/alerts topics, the state table and the agent on ``app``."""
+    t = settings.topics
+    rules = load_rules(settings.alerts.rules_file, windows=settings.alerts.windows)
+    mentions = app.topic(t.mentions, key_type=bytes, value_type=Mention, key_serializer="raw")
+    alerts = app.topic(t.alerts, key_type=bytes, value_type=Alert, key_serializer="raw")
+    table = app.Table(TABLE_NAME, default=None, partitions=t.partitions, key_type=str,
+                      help="per-ticker windows, baselines and open incidents")
+    engine = Aggregator(rules, engine_config(settings), table)
+    sink = make_sink(settings.influx)
+    stats = {"mentions": 0, "duplicates": 0, "late": 0, "closed_windows": 0, "alerts": 0}
+
+    @app.agent(mentions, name="aggregate-tickers")
+    async def aggregate_tickers(stream: faust.StreamT) -> None:
+        await sink.start()
+        log.info("aggregating %s per ticker: windows %s, lateness %ds, %d rules; alerts -> %s",
+                 t.mentions, settings.alerts.windows, settings.alerts.lateness, len(rules.active), t.alerts)
+        try:
+            async for event in stream.events():
+                mention: Mention = event.value
+                effects = engine.observe(mention, event.message.partition, now=datetime.now(timezone.utc))
+                if effects.points:
+                    rejected = await sink.write(effects.points)
+                    for bad in rejected:  # our own points: a rejection is a bug or a schema clash, say so loudly
+                        log.error("InfluxDB rejected an aggregate point: %s (%s)", bad.line[:200], bad.reason)
+                for alert in effects.alerts:
+                    await send_until_delivered(alerts, alert.dedup_key.encode(), alert, f"alert {alert.dedup_key}")
+                    log.info("alert %s %s: %s", alert.status, alert.dedup_key, alert.suggestion)
+                for key, value in effects.writes():
+                    table[key] = value
+                stats["mentions"] += 1
+                stats["duplicates"] += effects.duplicates
+                stats["late"] += effects.late
+                stats["closed_windows"] += effects.closed_windows
+                stats["alerts"] += len(effects.alerts)
+        finally:
+            await sink.stop()
+
+    return {"engine": engine, "table": table, "alerts_topic": alerts, "mentions_topic": mentions,
+            "stats": stats, "rules": rules}
