@@ -152,6 +152,7 @@ def only(rules: RuleSet, rule_id: str, **changes) -> RuleSet:
                         max(lv["threshold"], levels[-1]["threshold"])
             data.update(changes)
             data["clear"] = None
+            data["enabled"] = True  # also sweeps a rule the shipped file disables
             out.append(type(r).model_validate(data))
         else:
             out.append(r.model_copy(update={"enabled": False}))
@@ -165,11 +166,12 @@ SWEEPS = {
                        dict(threshold=-0.4, min_mentions=12)],
     "sentiment-shift-down": [dict(threshold=-3.0), dict(threshold=-2.5)],
     "sentiment-drift-down": [dict(threshold=-3.0, min_mentions=8), dict(threshold=-2.5, min_mentions=20),
-                             dict(threshold=-3.5, min_mentions=20)],
+                             dict(threshold=-3.0, min_mentions=20)],
     "volume-surge": [dict(threshold=4.0, min_mentions=12), dict(threshold=6.0, min_mentions=8),
                      dict(threshold=8.0, min_mentions=12)],
-    "positive-surge": [dict(threshold=4.0, min_mentions=6), dict(threshold=8.0, min_mentions=5)],
+    "positive-surge": [dict(threshold=4.0, min_mentions=6), dict(threshold=6.0, min_mentions=5)],
     "positive-spike": [dict(threshold=0.5, min_mentions=12), dict(threshold=0.4, min_mentions=8)],
+
 }
 
 

@@ -90,6 +90,20 @@ def tiny_sentiment_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def model_pool(tiny_sentiment_model_dir):
+    """Corpus test texts grouped by the label the served (tiny) model gives them."""
+    from streams.generator import TextPool
+    from streams.model import load_model
+
+    model = load_model(tiny_sentiment_model_dir, warm_up=False)
+    texts = [t for rows in TextPool.from_corpus().texts.values() for t, _ in rows]
+    preds = model.predict(texts)
+    pool = TextPool.from_labelled([(t, p.label) for t, p in zip(texts, preds)], style="headline")
+    assert all(len(v) >= 50 for v in pool.texts.values()), {k: len(v) for k, v in pool.texts.items()}
+    return pool
+
+
 class Influx1:
     """Minimal InfluxQL client for assertions (the real server's HTTP API)."""
 
@@ -231,15 +245,14 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture
-def pipeline(broker, influxd, tiny_model_dir, tmp_path):
-    """A fresh pipeline namespace on the shared broker and InfluxDB."""
+def new_pipeline(broker, influxd, model_dir: Path, workdir: Path) -> Pipeline:
+    """A fresh pipeline namespace (topics, group, database) on the shared broker and InfluxDB."""
     from streams.topics import create_topics, pipeline_topics
 
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(news=f"news-{tag}", social=f"social-{tag}", scores=f"scores-{tag}",
                            dead_letter=f"dead-{tag}", mentions=f"mentions-{tag}", alerts=f"alerts-{tag}")
-    pipe = Pipeline(broker.url, Influx1(influxd.url, f"db_{tag}"), topics, f"group-{tag}", tiny_model_dir, tmp_path)
+    pipe = Pipeline(broker.url, Influx1(influxd.url, f"db_{tag}"), topics, f"group-{tag}", model_dir, workdir)
     asyncio.run(create_topics(pipe.kafka, pipeline_topics(topics)))
     pipe.influx.execute(f'CREATE DATABASE "{pipe.influx.db}"')
     workers: list[WorkerProcess] = []
@@ -251,6 +264,18 @@ def pipeline(broker, influxd, tiny_model_dir, tmp_path):
         return worker
 
     pipe.start_worker = tracked  # type: ignore[method-assign]
-    yield pipe
-    for worker in workers:
+    pipe.workers = workers  # type: ignore[attr-defined]
+    return pipe
+
+
+def stop_workers(pipe: Pipeline) -> None:
+    for worker in pipe.workers:  # type: ignore[attr-defined]
         worker.stop()
+
+
+@pytest.fixture
+def pipeline(broker, influxd, tiny_model_dir, tmp_path):
+    """A fresh pipeline namespace on the shared broker and InfluxDB."""
+    pipe = new_pipeline(broker, influxd, tiny_model_dir, tmp_path)
+    yield pipe
+    stop_workers(pipe)

@@ -22,19 +22,6 @@ T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 QUIET = ["QAAA", "QBBB", "QCCC", "QDDD", "QEEE", "QFFF"]
 
 
-@pytest.fixture(scope="module")
-def model_pool(tiny_sentiment_model_dir) -> TextPool:
-    """Corpus test texts grouped by the label the served model gives them."""
-    from streams.model import load_model
-
-    model = load_model(tiny_sentiment_model_dir, warm_up=False)
-    texts = [t for rows in TextPool.from_corpus().texts.values() for t, _ in rows]
-    preds = model.predict(texts)
-    pool = TextPool.from_labelled([(t, p.label) for t, p in zip(texts, preds)], style="headline")
-    assert all(len(v) >= 50 for v in pool.texts.values()), {k: len(v) for k, v in pool.texts.items()}
-    return pool
-
-
 def _flush_item(at: datetime) -> bytes:
     """An item for an unrelated ticker far later: moves the watermark so every window closes."""
     return json.dumps({"id": f"flush-{at.timestamp():.0f}", "source": "test", "tickers": ["ZZZZ"],
