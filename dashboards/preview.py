@@ -62,7 +62,9 @@ def render_dashboard(board: dict, url: str, db: str, out: Path, *, time_from: st
                       for v in s["values"]]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
     fig = plt.figure(figsize=(16, rows * 0.42 + 1), dpi=80)
-    fig.suptitle(f"{board['title']}  (preview from InfluxDB; {', '.join(f'{k}={v}' for k, v in variables.items())})",
+    used = {v["name"] for v in board.get("templating", {}).get("list", [])}
+    shown = ", ".join(f"{k}={v}" for k, v in variables.items() if k in used)
+    fig.suptitle(f"{board['title']}  (preview drawn from InfluxDB{'; ' + shown if shown else ''})",
                  fontsize=13, x=0.01, ha="left")
     grid = fig.add_gridspec(rows, 24, hspace=2.2, wspace=1.2)
     for panel in panels:
@@ -84,6 +86,7 @@ def render_dashboard(board: dict, url: str, db: str, out: Path, *, time_from: st
                     values = [v[col] for v in s["values"]]
                     if any(v is not None for v in values):
                         ax.plot(times, [float("nan") if v is None else v for v in values], lw=1,
+                                marker="o" if len(values) <= 12 else None, ms=3,
                                 label=_label(s, target.get("alias"), s["columns"][col]))
                         drawn += 1
         if drawn == 0:
