@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -214,6 +215,76 @@ def generate(
                                  "tickers": [p.__dict__ for p in spec.tickers],
                                  "events": [e.to_dict() for e in spec.events]}, indent=2) + "\n")
     console.print(f"wrote {len(items)} items to {out} and {len(spec.events)} events to {truth}")
+
+
+@app.command()
+def replay(
+    files: list[Path] = typer.Argument(None, help="JSONL, CSV or Parquet files of items, replayed in order"),
+    speed: str = typer.Option("max", help="real | max | a multiple like 10x"),
+    state: Path = typer.Option(Path("replay-state.json"), help="checkpoint file: resume by running the same command"),
+    run_id: Optional[str] = typer.Option(None, help="run id (default: replay-<time>-<random>); kept in the state file"),
+    from_topic: Optional[str] = typer.Option(None, help="replay a time range of this Kafka topic instead of files"),
+    start: Optional[datetime] = typer.Option(None, help="with --from-topic: first message timestamp (UTC)"),
+    end: Optional[datetime] = typer.Option(None, help="with --from-topic: end of the range (exclusive)"),
+    max_lag: int = typer.Option(5000, help="at max speed: most messages the scoring group may lag behind"),
+    batch: int = typer.Option(500, help="messages per acknowledged batch (and checkpoint)"),
+    broker: Optional[str] = BrokerOpt,
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Replay historical items into the input topics in event time (resumable; see docs/replay.md)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from streams.replay import Checkpoint, ReplayOptions, parse_speed, read_sources, replay as run, topic_range
+
+    settings = _settings(broker)
+    if not files and not from_topic:
+        typer.echo("error: give files to replay or --from-topic", err=True)
+        raise typer.Exit(2)
+    try:
+        speed_value = parse_speed(speed)
+        sources = [str(f) for f in files] if files else [f"kafka:{from_topic}:{start}:{end}"]
+        checkpoint = Checkpoint.load_or_new(state, run_id, sources)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if checkpoint.finished:
+        console.print(f"run {checkpoint.run_id} already finished ({checkpoint.next_seq} items); nothing to do")
+        return
+    if files:
+        missing = [f for f in files if not f.exists()]
+        if missing:
+            typer.echo(f"error: no such file: {', '.join(map(str, missing))}", err=True)
+            raise typer.Exit(2)
+        payloads = read_sources(files)
+    else:
+        payloads = topic_range(settings.kafka, from_topic, _utc(start), _utc(end))
+    options = ReplayOptions(speed=speed_value, batch_size=batch, max_lag=max_lag,
+                            lag_group=settings.kafka.consumer_group)
+    console.print(f"run {checkpoint.run_id}: replaying {', '.join(sources)} at {speed} "
+                  f"(resuming at item {checkpoint.next_seq})" if checkpoint.next_seq else
+                  f"run {checkpoint.run_id}: replaying {', '.join(sources)} at {speed}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} items"),
+                  TextColumn("{task.fields[rate]:.0f} items/s"), TextColumn("event time {task.fields[event]}"),
+                  TimeElapsedColumn(), console=console, disable=quiet) as bar:
+        task = bar.add_task(checkpoint.run_id, total=None, rate=0.0, event="-")
+
+        def progress(stats) -> None:
+            event = stats.last_event.strftime("%Y-%m-%d %H:%M:%S") if stats.last_event else "-"
+            bar.update(task, completed=stats.sent, rate=stats.items_per_s, event=event)
+
+        stats = asyncio.run(run(payloads, settings.kafka, settings.topics, checkpoint, options, progress))
+    typer.echo(json.dumps({
+        "run_id": stats.run_id, "sent": stats.sent, "skipped_already_published": stats.skipped,
+        "items_per_s": round(stats.items_per_s, 1), "elapsed_s": round(stats.elapsed_s, 2),
+        "waited_for_lag_s": round(stats.waited_for_lag_s, 2),
+        "first_event": stats.first_event.isoformat() if stats.first_event else None,
+        "last_event": stats.last_event.isoformat() if stats.last_event else None, "state": str(state)}, indent=2))
+
+
+def _utc(value: Optional[datetime]) -> Optional[datetime]:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 @app.command()
