@@ -253,10 +253,10 @@ def local_worker_env(broker_url: str, data_dir: Path, settings: dict[str, str]) 
 
     Short consumer-group timings move a killed worker's partitions within
     seconds; a 100 ms fetch wait because tansu answers a fetch only at its
-    deadline (docs/kafka.md); one record per producer batch because tansu reports a
-    wrong end offset after a multi-record batch, and Faust table recovery reads
-    the changelog up to that offset (docs/kafka.md). The web port is off so
-    workers never collide.
+    deadline (docs/kafka.md); a single-record marker appended to the state
+    changelog before recovery because tansu reports a wrong end offset after a
+    multi-record batch, and Faust reads the changelog up to that offset
+    (docs/kafka.md). The web port is off so workers never collide.
     """
     return {
         **os.environ,
@@ -264,7 +264,7 @@ def local_worker_env(broker_url: str, data_dir: Path, settings: dict[str, str]) 
         "FINSENTRY_KAFKA__SESSION_TIMEOUT": "2",
         "FINSENTRY_KAFKA__HEARTBEAT_INTERVAL": "0.5",
         "FINSENTRY_KAFKA__FETCH_MAX_WAIT_MS": "100",
-        "FINSENTRY_KAFKA__PRODUCER_MAX_BATCH_BYTES": "1",
+        "FINSENTRY_KAFKA__CHANGELOG_END_MARKER": "true",
         "FINSENTRY_WEB_PORT": "0",
         "FINSENTRY_DATA_DIR": str(data_dir),
         **settings,

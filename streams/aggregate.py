@@ -14,6 +14,7 @@ replay count nothing twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -27,11 +28,54 @@ from streams.rules import load_rules
 from streams.settings import Settings
 from streams.sink import make_sink
 
-__all__ = ["TABLE_NAME", "engine_config", "attach_aggregation"]
+__all__ = ["TABLE_NAME", "engine_config", "attach_aggregation", "changelog_topic", "mark_changelog_end",
+           "CHANGELOG_END_KEY"]
 
 log = logging.getLogger(__name__)
 
 TABLE_NAME = "ticker-state"
+#: Key of the record :func:`mark_changelog_end` appends (value JSON null; the engine ignores it).
+CHANGELOG_END_KEY = "__changelog_end__"
+
+
+def changelog_topic(settings: Settings) -> str:
+    """Faust's name for the state table's changelog topic."""
+    return f"{settings.kafka.consumer_group}-{TABLE_NAME}-changelog"
+
+
+async def mark_changelog_end(settings: Settings) -> int:
+    """Append one single-record batch to every changelog partition; return how many were written.
+
+    Workaround for brokers that report a wrong end offset when the last write
+    to a partition was a multi-record batch (tansu 0.6, docs/kafka.md): Faust
+    recovers a table by reading its changelog up to that end offset, so it
+    would stop short and lose state. After a single-record batch the end offset
+    is right. Run before the worker starts (``FINSENTRY_KAFKA__CHANGELOG_END_MARKER``);
+    Apache Kafka does not need it.
+    """
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from streams.publish import producer_kwargs
+
+    topic = changelog_topic(settings)
+    consumer = AIOKafkaConsumer(group_id=None, **producer_kwargs(settings.kafka))
+    await consumer.start()
+    try:
+        existing = await consumer.topics()  # refreshes metadata
+        partitions = sorted(consumer.partitions_for_topic(topic) or []) if topic in existing else []
+    finally:
+        await consumer.stop()
+    if not partitions:
+        return 0  # first start: nothing to recover
+    producer = AIOKafkaProducer(acks="all", linger_ms=0, **producer_kwargs(settings.kafka))
+    await producer.start()
+    try:
+        for partition in partitions:
+            await producer.send_and_wait(topic, b"null", key=json.dumps(CHANGELOG_END_KEY).encode(),
+                                         partition=partition)
+    finally:
+        await producer.stop()
+    return len(partitions)
 
 
 def engine_config(settings: Settings) -> EngineConfig:

@@ -135,14 +135,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
             if scorer is not None and (new := await watcher.check(scorer.model)) is not None:
                 scorer.model = new  # the next batch uses it; in-flight batches keep theirs
 
-    def _mentions(scores: list[Score]) -> list[Mention]:
+    source_watermarks: dict[str, float] = {}  # input "topic:partition" -> latest published_at seen (epoch s)
+
+    def _mentions(result: BatchResult) -> list[Mention]:
         if mentions_topic is None:
             return []
-        return [
-            Mention(id=s.id, ticker=ticker, published_at=s.published_at, score=s.score, label=s.label,
-                    source=s.source, kind=s.kind, headline=s.headline, model_version=s.model_version)
-            for s in scores for ticker in s.tickers
-        ]
+        out = []
+        for s, source in zip(result.scores, result.sources):
+            wm = max(source_watermarks.get(source, float("-inf")), s.published_at.timestamp())
+            source_watermarks[source] = wm
+            out += [Mention(id=s.id, ticker=ticker, published_at=s.published_at, score=s.score, label=s.label,
+                            source=s.source, kind=s.kind, headline=s.headline, model_version=s.model_version,
+                            source_partition=source, source_watermark=wm)
+                    for ticker in s.tickers]
+        return out
 
     async def _publish(result: BatchResult) -> None:
         """Deliver scores and dead letters (acks=all), retrying until the broker takes them."""
@@ -156,7 +162,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     for d in result.dead_letters
                 ] + [
                     await mentions_topic.send(key=m.ticker.encode("utf-8"), value=m, force=True)
-                    for m in _mentions(result.scores)
+                    for m in _mentions(result)
                 ]
                 if sends:
                     await asyncio.gather(*sends)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -81,6 +81,10 @@ def worker(
         raise typer.Exit(2) from None
     from streams.rules import RulesError
 
+    if settings.alerts.enabled and settings.kafka.changelog_end_marker:
+        from streams.aggregate import mark_changelog_end
+
+        asyncio.run(mark_changelog_end(settings))
     try:
         faust_app = create_app(settings)
     except RulesError as exc:
@@ -279,6 +283,54 @@ def replay(
         "waited_for_lag_s": round(stats.waited_for_lag_s, 2),
         "first_event": stats.first_event.isoformat() if stats.first_event else None,
         "last_event": stats.last_event.isoformat() if stats.last_event else None, "state": str(state)}, indent=2))
+
+
+@app.command()
+def backtest(
+    prices: Path = typer.Option(..., help="price bars, CSV or Parquet: ticker,time,open,high,low,close,volume"),
+    results: Optional[Path] = typer.Option(None, help="JSONL of ticker_window/alerts rows (instead of InfluxDB)"),
+    influx_url: Optional[str] = typer.Option(None, help="read the run from InfluxDB (InfluxQL; env FINSENTRY_INFLUX__URL)"),
+    db: Optional[str] = typer.Option(None, help="database / DBRP-mapped bucket of the run (env FINSENTRY_INFLUX__BUCKET)"),
+    window: str = typer.Option("1h", help="sentiment windows used for the IC: 1m | 5m | 1h"),
+    horizons: str = typer.Option("1h,1d,5d", help="forward-return horizons"),
+    out: Path = typer.Option(Path("reports/backtest"), help="folder for report.html and backtest.json"),
+    save_results: Optional[Path] = typer.Option(None, help="also write the rows read from InfluxDB as JSONL"),
+) -> None:
+    """Join a run's sentiment windows and alerts with price bars: forward returns, hit rate, IC, event study."""
+    from streams.backtest import load_prices, load_results_influx, load_results_jsonl, run_backtest, write_report
+    from streams.windows import parse_duration
+
+    settings = load_settings()
+    try:
+        bars = load_prices(prices)
+        spans = [timedelta(seconds=parse_duration(h)) for h in horizons.split(",") if h.strip()]
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if results:
+        windows, alerts = load_results_jsonl(results)
+        windows = [w for w in windows if w.window == window]
+        source = str(results)
+    else:
+        url = influx_url or settings.influx.url
+        database = db or settings.influx.db
+        token = settings.influx.token.get_secret_value() if settings.influx.token else None
+        windows, alerts, rows = load_results_influx(url, database, window=window, token=token)
+        if save_results:
+            save_results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        source = f"{url} database {database}"
+    if not windows:
+        typer.echo(f"error: no {window} sentiment windows in {source}", err=True)
+        raise typer.Exit(2)
+    result = run_backtest(windows, alerts, bars, spans)
+    html_path, json_path = write_report(result, windows, alerts, bars, out,
+                                        note=f"Sentiment from {source}; prices from {prices}.")
+    for label, by_pol in result.horizons.items():
+        r = by_pol["all"]
+        console.print(f"{label}: {r['n']} alerts, mean signed return {100 * r['mean_signed_return']:+.2f} %, "
+                      f"hit rate {100 * r['hit_rate']:.0f} %; IC {result.ic[label]['ic']:+.3f} "
+                      f"over {result.ic[label]['n']} windows")
+    console.print(f"wrote {html_path} and {json_path}")
 
 
 def _utc(value: Optional[datetime]) -> Optional[datetime]:

@@ -22,6 +22,7 @@ is still scored and stored as an item).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, MutableMapping, Protocol
@@ -58,6 +59,7 @@ class EngineConfig:
     top_items: int = 5
     max_future_skew: float = 300.0
     dedup_horizon: int = 900  # ids are remembered this long (event time) behind the watermark
+    source_idle_s: float = 60.0  # an input partition silent this long (wall clock) stops holding the watermark
 
     def rate_floor(self, size: int) -> float:
         return self.rate_floor_per_minute * size / 60.0
@@ -190,6 +192,8 @@ class Aggregator:
         self.store = store
         self._rules_by_id = {r.id: r for r in rules.active}
         self._watermark: dict[int, float] = {}
+        # per mentions partition: input "topic:partition" -> (its event-time progress, wall time last heard)
+        self._sources: dict[int, dict[str, tuple[float, float]]] = {}
         self._index: dict[int, dict[str, float]] = {}
         self._next_due: dict[int, float] = {}
 
@@ -244,11 +248,28 @@ class Aggregator:
             self._count(state, mention, ts, now, effects)
             effects.states[state.ticker] = state
             self._reindex(state)
-        if now is None or ts <= now.timestamp() + self.config.max_future_skew:
-            self._watermark[partition] = max(self.watermark(partition), ts)
+        self._advance_watermark(mention, partition, ts, now)
         self._forget(state, partition, effects)
         self.advance(partition, effects, now)
         return effects
+
+    def _advance_watermark(self, mention: MentionLike, partition: int, ts: float, now: datetime | None) -> None:
+        """Event-time progress: the minimum over the input partitions that are still talking (so a
+        lagging input topic holds windows open), or the latest ``published_at`` when mentions do not
+        say where they came from. Items far in the future never move it."""
+        source = getattr(mention, "source_partition", "")
+        if not source:
+            if now is None or ts <= now.timestamp() + self.config.max_future_skew:
+                self._watermark[partition] = max(self.watermark(partition), ts)
+            return
+        wall = time.monotonic()
+        sources = self._sources.setdefault(partition, {})
+        progress = float(getattr(mention, "source_watermark", 0.0)) or ts
+        if now is not None:
+            progress = min(progress, now.timestamp() + self.config.max_future_skew)
+        sources[source] = (max(sources.get(source, (progress, wall))[0], progress), wall)
+        active = [p for p, seen in sources.values() if wall - seen <= self.config.source_idle_s]
+        self._watermark[partition] = max(self.watermark(partition), min(active))
 
     def _forget(self, state: TickerState, partition: int, effects: Effects) -> None:
         """Drop ids older than the dedup horizon; older items count as late from now on."""

@@ -26,7 +26,7 @@ import random
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 
 __all__ = ["TextPool", "TickerProfile", "InjectedEvent", "StreamSpec", "generate", "random_spec", "EVENT_KINDS"]
 
@@ -122,7 +122,11 @@ def _label(rng: random.Random, mix: tuple[float, float, float]) -> str:
     return rng.choices(_LABELS, weights=mix)[0]
 
 
-def generate(spec: StreamSpec, pool: TextPool) -> list[dict]:
+#: Turns a pool text into the item's text for a ticker (e.g. fills a company name into a template).
+Render = Callable[[random.Random, str, str, datetime], str]
+
+
+def generate(spec: StreamSpec, pool: TextPool, render: Render | None = None) -> list[dict]:
     """Items (schema v1 dicts) in *arrival* order; ``published_at`` is event time."""
     rng = random.Random(spec.seed)
     events_by_ticker: dict[str, list[InjectedEvent]] = {}
@@ -134,6 +138,8 @@ def generate(spec: StreamSpec, pool: TextPool) -> list[dict]:
     def emit(ticker: str, t: datetime, label: str, origin: str) -> None:
         nonlocal counter
         text, style = pool.pick(rng, label)
+        if render is not None:
+            text = render(rng, text, ticker, t)
         counter += 1
         item_id = f"{spec.id_prefix}-{spec.seed}-{counter:07d}"
         item = {"id": item_id, "source": "generator", "published_at": t.isoformat().replace("+00:00", "Z"),

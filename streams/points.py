@@ -168,6 +168,7 @@ def alert_point(alert) -> str:  # alert: streams.records.Alert
         Point(ALERT_MEASUREMENT)
         .tag("ticker", alert.ticker)
         .tag("rule", alert.rule)
+        .tag("kind", alert.kind)
         .tag("severity", alert.severity)
         .tag("status", alert.status)
         .tag("window", alert.window)

@@ -89,6 +89,11 @@ class Mention(faust.Record, serializer="json", isodates=True, include_metadata=F
     kind: str = "news"
     headline: str = ""
     model_version: str = ""
+    # event-time progress of the input partition the item came from ("topic:partition" and the latest
+    # published_at the scorer has seen there, epoch s): the aggregator's watermark is the minimum over
+    # input partitions, so a lagging topic holds windows open instead of having its items dropped as late
+    source_partition: str = ""
+    source_watermark: float = 0.0
 
 
 class AlertItem(faust.Record, serializer="json", include_metadata=False):

@@ -78,13 +78,21 @@ def _parquet_rows(path: Path) -> Iterator[bytes]:
 
 
 def read_sources(paths: Iterable[Path]) -> Iterator[bytes]:
-    """Raw item payloads from ``.jsonl``, ``.csv`` and ``.parquet`` files, in order."""
+    """Raw item payloads from ``.jsonl`` (also ``.jsonl.gz``), ``.csv`` and ``.parquet`` files, in order."""
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"replay source {path} does not exist")
         if path.suffix.lower() == ".parquet":
             yield from _parquet_rows(path)
+        elif path.suffix.lower() == ".gz":  # gzipped JSONL
+            import gzip
+
+            with gzip.open(path, "rb") as fh:
+                for line in fh:
+                    line = line.rstrip(b"\r\n")
+                    if line.strip():
+                        yield line
         else:
             yield from read_items(path)
 

@@ -44,6 +44,7 @@ class Incoming:
 @dataclass
 class BatchResult:
     scores: list[Score] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # "topic:partition" of each score's input message
     dead_letters: list[DeadLetter] = field(default_factory=list)
     points: int = 0
     inference_ms: float = 0.0
@@ -182,6 +183,7 @@ class BatchScorer:
                     self.dead_letter(msg, "sink", f"InfluxDB rejected the point: {bad_rows[i]}", score.id, now))
             else:
                 result.scores.append(score)
+                result.sources.append(f"{msg.topic}:{msg.partition}")
         result.points = len(lines) - sum(1 for r in rejected if r.index < len(owner))
         result.total_ms = (time.perf_counter() - started) * 1000
         return result

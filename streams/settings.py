@@ -59,6 +59,10 @@ class KafkaSettings(BaseModel):
         description="producer batch size cap; 1 = one record per batch (tansu: its end offsets are wrong "
         "after multi-record batches, which breaks table recovery)",
     )
+    changelog_end_marker: bool = Field(
+        False, description="append a single-record batch to the state changelog before recovery (tansu: its "
+        "end offset is wrong after a multi-record batch)",
+    )
     fetch_max_wait_ms: int = Field(
         500, ge=1, le=30_000,
         description="longest a fetch may wait on the broker; brokers that answer only at this deadline "

@@ -12,7 +12,7 @@ from streams.publish import read_items, route
 from streams.settings import TopicSettings
 
 COMMANDS = [[], ["worker"], ["publish"], ["demo"], ["topics"], ["topics", "create"], ["schema"], ["sample"],
-            ["train"], ["export"], ["rules"], ["rules", "check"], ["generate"], ["replay"]]
+            ["train"], ["export"], ["rules"], ["rules", "check"], ["generate"], ["replay"], ["backtest"]]
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "root")
