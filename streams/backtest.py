@@ -303,6 +303,17 @@ class BacktestResult:
                 "information_coefficient": self.ic, "event_study": self.event_study, "per_alert": self.per_alert}
 
 
+def _no_nan(value: Any) -> Any:
+    """JSON has no NaN: undefined numbers (no alerts, one alert's interval) become null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
 def _horizon_label(h: timedelta) -> str:
     s = int(h.total_seconds())
     return f"{s // 86400}d" if s % 86400 == 0 else f"{s // 3600}h" if s % 3600 == 0 else f"{s // 60}m"
@@ -417,7 +428,7 @@ def write_report(result: BacktestResult, windows: list[WindowRow], alerts: list[
     """``report.html`` (plots embedded) and ``backtest.json`` (every number)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = result.to_dict()
+    data = _no_nan(result.to_dict())
     json_path = out_dir / "backtest.json"
     json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     plots = _plots(result, windows, alerts, prices)
