@@ -121,3 +121,40 @@ def test_interrupted_replay_resumes_without_duplicates(pipeline, model_pool, tmp
     assert max(seqs.values()) == 1
     assert all(r.timestamp == int(datetime.fromisoformat(json.loads(r.value)["published_at"]).timestamp() * 1000)
                for r in records)  # event time as the Kafka timestamp
+
+
+def test_parquet_and_csv_sources_give_the_same_items_as_jsonl(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from streams.replay import read_sources
+
+    rows = [{"id": f"p{i}", "source": "wire", "published_at": f"2026-03-02T12:00:0{i}Z", "headline": f"Item {i}",
+             "tickers": ["AAPL", "MSFT"]} for i in range(3)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "items.parquet")
+    (tmp_path / "items.csv").write_text("id,source,published_at,headline,tickers\n" + "".join(
+        f"{r['id']},{r['source']},{r['published_at']},{r['headline']},AAPL MSFT\n" for r in rows))
+    for name in ("items.parquet", "items.csv"):
+        got = [json.loads(p) for p in read_sources([tmp_path / name])]
+        assert got == rows, name
+
+
+def test_a_topic_time_range_is_replayed(pipeline, tmp_path):
+    """--from-topic: only messages with timestamps in [start, end) are sent again."""
+    archive = tmp_path / "archive.jsonl"
+    items = [{"id": f"a{i}", "source": "wire", "headline": f"Archive item {i}", "tickers": ["AAPL"],
+              "published_at": (T0 + timedelta(minutes=i)).isoformat()} for i in range(10)]
+    archive.write_text("".join(json.dumps(i) + "\n" for i in items))
+    _replay(pipeline, str(archive), "--state", str(tmp_path / "first.json"))  # Kafka timestamps = event times
+    env_topic = pipeline.topics.news
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "replay", "--quiet", "--from-topic", env_topic,
+         "--start", (T0 + timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%S"),
+         "--end", (T0 + timedelta(minutes=7)).strftime("%Y-%m-%dT%H:%M:%S"), "--state", str(tmp_path / "range.json")],
+        cwd=ROOT, env={**pipeline.env(), "FINSENTRY_TOPICS__NEWS": pipeline.topics.social}, capture_output=True, text=True,
+        timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout[result.stdout.index("{"):])["sent"] == 4
+    copied = pipeline.read_topic(pipeline.topics.social, expect=4, timeout=10)
+    assert sorted(json.loads(r.value)["id"] for r in copied) == ["a3", "a4", "a5", "a6"]
+    assert len(pipeline.read_topic(pipeline.topics.news, expect=10, timeout=10)) == 10  # source untouched
