@@ -232,6 +232,7 @@ def replay(
     end: Optional[datetime] = typer.Option(None, help="with --from-topic: end of the range (exclusive)"),
     max_lag: int = typer.Option(5000, help="at max speed: most messages the scoring group may lag behind"),
     batch: int = typer.Option(500, help="messages per acknowledged batch (and checkpoint)"),
+    topic: Optional[str] = typer.Option(None, help="send everything to this topic (default: news/social by item)"),
     broker: Optional[str] = BrokerOpt,
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
@@ -263,7 +264,7 @@ def replay(
     else:
         payloads = topic_range(settings.kafka, from_topic, _utc(start), _utc(end))
     options = ReplayOptions(speed=speed_value, batch_size=batch, max_lag=max_lag,
-                            lag_group=settings.kafka.consumer_group)
+                            lag_group=settings.kafka.consumer_group, force_topic=topic)
     console.print(f"run {checkpoint.run_id}: replaying {', '.join(sources)} at {speed} "
                   f"(resuming at item {checkpoint.next_seq})" if checkpoint.next_seq else
                   f"run {checkpoint.run_id}: replaying {', '.join(sources)} at {speed}")
