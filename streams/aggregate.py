@@ -22,7 +22,7 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
-from streams.engine import Aggregator, EngineConfig
+from streams.engine import Aggregator, Effects, EngineConfig
 from streams.records import Alert, Mention
 from streams.rules import load_rules
 from streams.settings import Settings
@@ -100,6 +100,18 @@ async def send_until_delivered(topic: Any, key: bytes, value: Any, what: str) ->
             delay = min(delay * 2, 30.0)
 
 
+def _save(table: Any, partition: int, key: str, value: dict) -> None:
+    """``table[key] = value`` for a state whose ticker lives in ``partition``.
+
+    Faust's own ``__setitem__`` takes the partition from the event being
+    processed; a batch holds events of several partitions, and each ticker's
+    state must go to its own changelog partition (the one its mentions use),
+    or another worker would recover it after a rebalance.
+    """
+    table.send_changelog(partition, key, value)
+    table.data[key] = value
+
+
 def attach_aggregation(app: faust.App, settings: Settings) -> dict[str, Any]:
     """Declare the mentions/alerts topics, the state table and the agent on ``app``."""
     t = settings.topics
@@ -112,15 +124,23 @@ def attach_aggregation(app: faust.App, settings: Settings) -> dict[str, Any]:
     sink = make_sink(settings.influx)
     stats = {"mentions": 0, "duplicates": 0, "late": 0, "closed_windows": 0, "alerts": 0}
 
+    @app.on_partitions_revoked.connect
+    async def _forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        engine.forget_partitions({tp.partition for tp in revoked if tp.topic == t.mentions})
+
     @app.agent(mentions, name="aggregate-tickers")
     async def aggregate_tickers(stream: faust.StreamT) -> None:
         await sink.start()
         log.info("aggregating %s per ticker: windows %s, lateness %ds, %d rules; alerts -> %s",
                  t.mentions, settings.alerts.windows, settings.alerts.lateness, len(rules.active), t.alerts)
         try:
-            async for event in stream.events():
-                mention: Mention = event.value
-                effects = engine.observe(mention, event.message.partition, now=datetime.now(timezone.utc))
+            # Micro-batches: one InfluxDB write, and one changelog record per ticker, per batch.
+            # take_events acks the batch only after this body has delivered everything.
+            async for events in stream.take_events(settings.alerts.batch_size, within=settings.alerts.batch_wait):
+                effects = Effects()
+                now = datetime.now(timezone.utc)
+                for event in events:
+                    engine.observe(event.value, event.message.partition, now=now, effects=effects)
                 if effects.points:
                     rejected = await sink.write(effects.points)
                     for bad in rejected:  # our own points: a rejection is a bug or a schema clash, say so loudly
@@ -129,8 +149,9 @@ def attach_aggregation(app: faust.App, settings: Settings) -> dict[str, Any]:
                     await send_until_delivered(alerts, alert.dedup_key.encode(), alert, f"alert {alert.dedup_key}")
                     log.info("alert %s %s: %s", alert.status, alert.dedup_key, alert.suggestion)
                 for key, value in effects.writes():
-                    table[key] = value
-                stats["mentions"] += 1
+                    _save(table, value["partition"], key, value)
+                engine.commit(effects)
+                stats["mentions"] += effects.mentions
                 stats["duplicates"] += effects.duplicates
                 stats["late"] += effects.late
                 stats["closed_windows"] += effects.closed_windows

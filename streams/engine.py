@@ -147,6 +147,7 @@ class Effects:
     closed_windows: int = 0
     duplicates: int = 0
     late: int = 0
+    mentions: int = 0
 
     def add_alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
@@ -191,6 +192,11 @@ class Aggregator:
         self.config = config
         self.store = store
         self._rules_by_id = {r.id: r for r in rules.active}
+        # evidence (top items) only where a rule can cite it: keeps the per-ticker state small
+        watched = {r.window for r in rules.active}
+        self._keep = {size: config.top_items if size in watched else 0 for size in config.windows}
+        # decoded states as last written to the store (see commit); saves decoding on every mention
+        self._cache: dict[str, TickerState] = {}
         self._watermark: dict[int, float] = {}
         # per mentions partition: input "topic:partition" -> (its event-time progress, wall time last heard)
         self._sources: dict[int, dict[str, tuple[float, float]]] = {}
@@ -202,8 +208,26 @@ class Aggregator:
     def _get(self, ticker: str, effects: Effects) -> TickerState | None:
         if ticker in effects.states:
             return effects.states[ticker]
+        if ticker in self._cache:
+            # taken out while it is being changed: if the new state never reaches the store (no commit),
+            # the next mention decodes the stored one again
+            return self._cache.pop(ticker)
         raw = self.store.get(ticker)
         return TickerState.from_dict(raw) if raw else None
+
+    def commit(self, effects: Effects) -> None:
+        """Call after ``effects.writes()`` reached the store: keep those states decoded for the next mentions."""
+        self._cache.update(effects.states)
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """After a rebalance: drop what this process remembers besides the store (cache, closing index,
+        watermarks); it is rebuilt from the store on the next mention of each partition."""
+        self._cache.clear()
+        for p in partitions:
+            self._index.pop(p, None)
+            self._next_due.pop(p, None)
+            self._watermark.pop(p, None)
+            self._sources.pop(p, None)
 
     def _ensure_index(self, partition: int) -> None:
         """Rebuild the closing index of a partition from the store (after a (re)start)."""
@@ -232,10 +256,15 @@ class Aggregator:
 
     # -- the entry point ------------------------------------------------------
 
-    def observe(self, mention: MentionLike, partition: int, now: datetime | None = None) -> Effects:
-        """Count one mention, evaluate its ticker's rules, close windows the watermark passed."""
-        effects = Effects()
+    def observe(self, mention: MentionLike, partition: int, now: datetime | None = None,
+                effects: Effects | None = None) -> Effects:
+        """Count one mention, evaluate its ticker's rules, close windows the watermark passed.
+
+        Pass the same ``effects`` for several mentions to deliver them as one batch (states not yet in
+        the store are read from it)."""
+        effects = effects if effects is not None else Effects()
         self._ensure_index(partition)
+        effects.mentions += 1
         ts = mention.published_at.timestamp()
         state = self._get(mention.ticker, effects) or TickerState(ticker=mention.ticker, partition=partition)
         if mention.id in state.seen:
@@ -319,7 +348,7 @@ class Aggregator:
                 effects.late += 1
                 continue
             agg = state.windows.setdefault(size, {}).setdefault(start, WindowAgg(start, size))
-            agg.add(item, m.label, self.config.top_items)
+            agg.add(item, m.label, self._keep.get(size, self.config.top_items))
             touched.append(agg)
         for agg in touched:
             self._evaluate(state, agg, ts, now, effects)

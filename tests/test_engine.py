@@ -72,6 +72,7 @@ def run(mentions, engine=None, store=None):
         effects = engine.observe(m, 0)
         for key, value in effects.writes():
             store[key] = json.loads(json.dumps(value))  # what the changelog round trip gives back
+        engine.commit(effects)  # as the agent does after the table write
         points += effects.points
         alerts += effects.alerts
     return points, alerts, store
