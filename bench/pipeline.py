@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,6 @@ from streams.publish import Outgoing, publish  # noqa: E402
 from streams.records import Score  # noqa: E402
 from streams.samples import sample_items  # noqa: E402
 from streams.settings import KafkaSettings, TopicSettings  # noqa: E402
-from streams.topics import create_topics, pipeline_topics  # noqa: E402
 
 
 def _count(influx_url: str, db: str) -> int:
@@ -80,18 +78,12 @@ async def _score_timestamps(kafka: KafkaSettings, topic: str, ids: set[str], tim
 
 def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, latency_load: float,
              latency_items: int) -> dict:
-    broker, influx = services.start_tansu(), services.start_influxd()
     workdir = Path(tempfile.mkdtemp(prefix="finsentry-bench-"))
-    worker = None
-    try:
-        kafka = KafkaSettings(broker=broker.url)
+    settings = {"FINSENTRY_MODEL_VARIANT": variant, "FINSENTRY_BATCH__SIZE": str(batch_size)}
+    with services.local_pipeline(model_dir, workdir, settings) as stack:
+        kafka = KafkaSettings(broker=stack.broker_url)
         topics = TopicSettings()
-        asyncio.run(create_topics(kafka, pipeline_topics(topics)))
-        env = services.local_worker_env(broker.url, workdir / "faust", {
-            "FINSENTRY_INFLUX__API": "v1", "FINSENTRY_INFLUX__URL": influx.url, "FINSENTRY_MODEL_DIR": str(model_dir),
-            "FINSENTRY_MODEL_VARIANT": variant, "FINSENTRY_BATCH__SIZE": str(batch_size)})
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env,
-                                  stdout=open(workdir / "worker.log", "wb"), stderr=subprocess.STDOUT)
+        influx_url = stack.influx_url
 
         def batch(seed: int, n: int) -> tuple[list[Outgoing], int]:
             items = list(sample_items(n, seed=seed))
@@ -101,13 +93,13 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
 
         warm, warm_points = batch(1, 200)
         asyncio.run(publish(warm, kafka))
-        _wait_points(influx.url, "finsentry", warm_points, 300)
+        _wait_points(influx_url, "finsentry", warm_points, 300)
 
         bulk, bulk_points = batch(2, n_items)
         start = time.monotonic()
         asyncio.run(publish(bulk, kafka))
         published = time.monotonic()
-        end = _wait_points(influx.url, "finsentry", warm_points + bulk_points, 900)
+        end = _wait_points(influx_url, "finsentry", warm_points + bulk_points, 900)
         throughput = n_items / (end - start)
 
         rate = max(1.0, throughput * latency_load)
@@ -137,14 +129,14 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
                 await producer.stop()
 
         asyncio.run(paced_publish())
-        _wait_points(influx.url, "finsentry", warm_points + bulk_points + paced_points, 600)
+        _wait_points(influx_url, "finsentry", warm_points + bulk_points + paced_points, 600)
         stored = asyncio.run(_score_timestamps(kafka, topics.scores, set(sent_at), 60))
         latencies = sorted(stored[i] - sent_at[i] for i in stored)
 
         def pct(p: float) -> float:
             return float(latencies[min(len(latencies) - 1, int(p * len(latencies)))]) if latencies else float("nan")
 
-        log = (workdir / "worker.log").read_text(errors="replace")
+        log = stack.log_path.read_text(errors="replace")
         provider = "CPUExecutionProvider" if "on CPUExecutionProvider" in log else "see worker log"
         return {
             "variant": variant, "batch_size": batch_size, "provider": provider,
@@ -153,15 +145,6 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
             "latency_rate_items_s": round(rate, 1), "latency_items": len(latencies),
             "latency_p50_ms": pct(0.50), "latency_p99_ms": pct(0.99), "latency_max_ms": latencies[-1] if latencies else None,
         }
-    finally:
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        broker.stop()
-        influx.stop()
 
 
 def main() -> None:

@@ -34,7 +34,6 @@ from scripts import services  # noqa: E402
 from streams.publish import Outgoing, publish  # noqa: E402
 from streams.samples import sample_items  # noqa: E402
 from streams.settings import KafkaSettings, TopicSettings  # noqa: E402
-from streams.topics import create_topics, pipeline_topics  # noqa: E402
 
 
 def main() -> int:
@@ -45,18 +44,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "replay.json")
     args = ap.parse_args()
 
-    broker, influx = services.start_tansu(), services.start_influxd()
     workdir = Path(tempfile.mkdtemp(prefix="finsentry-bench-replay-"))
-    worker = None
-    try:
-        kafka = KafkaSettings(broker=broker.url)
+    with services.local_pipeline(args.model_dir, workdir) as stack:
+        kafka = KafkaSettings(broker=stack.broker_url)
         topics = TopicSettings()
-        asyncio.run(create_topics(kafka, pipeline_topics(topics)))
-        env = services.local_worker_env(broker.url, workdir / "faust", {
-            "FINSENTRY_INFLUX__API": "v1", "FINSENTRY_INFLUX__URL": influx.url,
-            "FINSENTRY_MODEL_DIR": str(args.model_dir)})
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env,
-                                  stdout=open(workdir / "worker.log", "wb"), stderr=subprocess.STDOUT)
+        influx_url, env = stack.influx_url, stack.env
 
         def items(seed: int, n: int) -> list[dict]:
             return list(sample_items(n, seed=seed))
@@ -69,13 +61,13 @@ def main() -> int:
         warm = items(1, 300)
         asyncio.run(publish(outgoing(warm), kafka))
         points += sum(len(i["tickers"]) for i in warm)
-        _wait_points(influx.url, "finsentry", points, 300)
+        _wait_points(influx_url, "finsentry", points, 300)
 
         live = items(2, args.items)
         points += sum(len(i["tickers"]) for i in live)
         start = time.monotonic()
         asyncio.run(publish(outgoing(live), kafka))
-        live_s = _wait_points(influx.url, "finsentry", points, 900) - start
+        live_s = _wait_points(influx_url, "finsentry", points, 900) - start
 
         history = items(3, args.items)
         source = workdir / "history.jsonl"
@@ -85,7 +77,7 @@ def main() -> int:
         done = subprocess.run([sys.executable, "-m", "streams.cli", "replay", str(source), "--speed", "max",
                                "--quiet", "--max-lag", str(args.max_lag), "--state", str(workdir / "state.json")],
                               cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-        replay_s = _wait_points(influx.url, "finsentry", points, 900) - start
+        replay_s = _wait_points(influx_url, "finsentry", points, 900) - start
         stats = json.loads(done.stdout[done.stdout.index("{"):])
         result = {
             "items": args.items, "live_items_per_s": round(args.items / live_s, 1),
@@ -98,12 +90,6 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         return 0
-    finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(30)
-        broker.stop()
-        influx.stop()
 
 
 if __name__ == "__main__":

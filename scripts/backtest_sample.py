@@ -23,7 +23,6 @@ Writes ``streams/data/backtest/``:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import random
@@ -115,29 +114,20 @@ def write_inputs(out: Path = OUT) -> tuple[Path, list[dict], list[InjectedEvent]
 
 def run_pipeline(items_path: Path, n_items: int, model_dir: Path, out: Path = OUT) -> dict:
     """Replay the items through tansu + a worker into InfluxDB 1.6.7, then save the results rows."""
+    import shutil
     import subprocess
     import sys
+    import tempfile
 
     from scripts import services
     from streams.backtest import load_results_influx
-    from streams.settings import KafkaSettings, TopicSettings
-    from streams.topics import create_topics, pipeline_topics
-
-    import tempfile
 
     root = Path(__file__).resolve().parents[1]
     scratch = Path(tempfile.mkdtemp(prefix="finsentry-sample-"))  # fresh broker: fresh replay state
-    broker, influx = services.start_tansu(), services.start_influxd()
+    settings = {"FINSENTRY_INFLUX__BUCKET": "backtest", "FINSENTRY_KAFKA__CONSUMER_GROUP": "backtest-sample"}
     try:
-        topics = TopicSettings()
-        asyncio.run(create_topics(KafkaSettings(broker=broker.url), pipeline_topics(topics)))
-        env = services.local_worker_env(broker.url, scratch / "faust", {
-            "FINSENTRY_INFLUX__API": "v1", "FINSENTRY_INFLUX__URL": influx.url, "FINSENTRY_INFLUX__BUCKET": "backtest",
-            "FINSENTRY_MODEL_DIR": str(model_dir), "FINSENTRY_KAFKA__CONSUMER_GROUP": "backtest-sample"})
-        log = Path("/tmp/finsentry-sample-worker.log")
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=root, env=env,
-                                  stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-        try:
+        with services.local_pipeline(model_dir, scratch, settings) as stack:
+            env, influx_url = stack.env, stack.influx_url
             started = time.monotonic()
             subprocess.run([sys.executable, "-m", "streams.cli", "replay", str(items_path), "--quiet", "--speed", "max",
                             "--state", str(scratch / "replay-state.json"), "--run-id", "backtest-sample"],
@@ -152,7 +142,7 @@ def run_pipeline(items_path: Path, n_items: int, model_dir: Path, out: Path = OU
             deadline, last, stable = time.monotonic() + 1800, -1, 0
             while time.monotonic() < deadline and stable < 15:
                 try:
-                    windows, _, _ = load_results_influx(influx.url, "backtest", window="1h")
+                    windows, _, _ = load_results_influx(influx_url, "backtest", window="1h")
                 except RuntimeError:  # the worker has not created the database yet
                     windows = []
                 total = sum(w.count for w in windows if w.ticker != "ZZZZ")
@@ -160,18 +150,11 @@ def run_pipeline(items_path: Path, n_items: int, model_dir: Path, out: Path = OU
                 last = total
                 time.sleep(2)
             elapsed = time.monotonic() - started
-            windows, alerts, rows = load_results_influx(influx.url, "backtest", window="1h")
-        finally:
-            worker.terminate()
-            worker.wait(30)
+            windows, alerts, rows = load_results_influx(influx_url, "backtest", window="1h")
         rows = [r for r in rows if r.get("ticker") != "ZZZZ"]
         (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         return {"items": n_items, "windows": len(windows), "alerts": len(alerts), "seconds": round(elapsed, 1)}
     finally:
-        broker.stop()
-        influx.stop()
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -38,6 +38,8 @@ __all__ = [
     "start_influxd",
     "which_influxd",
     "local_worker_env",
+    "LocalPipeline",
+    "local_pipeline",
     "start_victoria_metrics",
 ]
 
@@ -269,6 +271,53 @@ def local_worker_env(broker_url: str, data_dir: Path, settings: dict[str, str]) 
         "FINSENTRY_DATA_DIR": str(data_dir),
         **settings,
     }
+
+
+@dataclass
+class LocalPipeline:
+    """A broker, InfluxDB 1.x and one worker process started by :func:`local_pipeline`."""
+
+    broker_url: str
+    influx_url: str
+    env: dict[str, str]
+    worker: subprocess.Popen
+    log_path: Path
+
+
+@contextlib.contextmanager
+def local_pipeline(model_dir: Path, workdir: Path, settings: dict[str, str] | None = None,
+                   log_path: Path | None = None) -> Iterator[LocalPipeline]:
+    """tansu + InfluxDB 1.6.7 + the default topics + one worker (``streams.cli worker``), stopped on exit.
+
+    Used by the benchmarks and sample builders; ``settings`` are extra ``FINSENTRY_*`` variables.
+    """
+    import asyncio
+    import sys
+
+    from streams.settings import KafkaSettings, TopicSettings
+    from streams.topics import create_topics, pipeline_topics
+
+    broker, influx = start_tansu(), start_influxd()
+    worker = None
+    try:
+        asyncio.run(create_topics(KafkaSettings(broker=broker.url), pipeline_topics(TopicSettings())))
+        env = local_worker_env(broker.url, Path(workdir) / "faust", {
+            "FINSENTRY_INFLUX__API": "v1", "FINSENTRY_INFLUX__URL": influx.url,
+            "FINSENTRY_MODEL_DIR": str(model_dir), **(settings or {})})
+        log_path = log_path or Path(workdir) / "worker.log"
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
+                                  cwd=Path(__file__).resolve().parents[1], env=env,
+                                  stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+        yield LocalPipeline(broker.url, influx.url, env, worker, log_path)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        broker.stop()
+        influx.stop()
 
 
 @contextlib.contextmanager
