@@ -23,7 +23,6 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from streams.engine import Aggregator, EngineConfig  # noqa: E402
 from streams.generator import StreamSpec, TextPool, generate, random_spec  # noqa: E402
+from streams.records import Mention  # noqa: E402
 from streams.rules import RuleSet, load_rules  # noqa: E402
 
 GRACE = timedelta(minutes=15)
@@ -44,16 +44,6 @@ FITTING = {
 }
 
 
-@dataclass(frozen=True)
-class M:
-    id: str
-    ticker: str
-    published_at: datetime
-    score: float
-    label: str
-    headline: str
-
-
 def scored_pool(model_dir: Path, pool: TextPool) -> dict[str, tuple[float, str]]:
     from streams.model import load_model
 
@@ -64,17 +54,18 @@ def scored_pool(model_dir: Path, pool: TextPool) -> dict[str, tuple[float, str]]
     return {t: (p.score, p.label) for t, p in zip(texts, preds)}
 
 
-def mentions(spec: StreamSpec, pool: TextPool, scores: dict[str, tuple[float, str]]) -> list[M]:
+def mentions(spec: StreamSpec, pool: TextPool, scores: dict[str, tuple[float, str]]) -> list[Mention]:
     out = []
     for item in generate(spec, pool):
         text = item.get("headline") or item.get("text")
         score, label = scores[text]
-        out.append(M(item["id"], item["tickers"][0], datetime.fromisoformat(item["published_at"].replace("Z", "+00:00")),
-                     score, label, text))
+        out.append(Mention(id=item["id"], ticker=item["tickers"][0], score=score, label=label, source=item["source"],
+                           published_at=datetime.fromisoformat(item["published_at"].replace("Z", "+00:00")),
+                           headline=text))
     return out
 
 
-def run(rules: RuleSet, config: EngineConfig, stream: list[M]) -> list:
+def run(rules: RuleSet, config: EngineConfig, stream: list[Mention]) -> list:
     store: dict = {}
     engine = Aggregator(rules, config, store)
     alerts = []

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from streams.engine import Aggregator, EngineConfig
+from streams.records import Mention
 from streams.rules import parse_rules
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
@@ -38,14 +38,11 @@ rules:
 """
 
 
-@dataclass(frozen=True)
-class M:
-    id: str
-    ticker: str
-    published_at: datetime
-    score: float
-    label: str
-    headline: str = ""
+def M(id: str, ticker: str, published_at: datetime, score: float, label: str, headline: str = "",
+      source_partition: str = "", source_watermark: float = 0.0) -> Mention:
+    """The worker's own mention record, as the scorer publishes it."""
+    return Mention(id=id, ticker=ticker, published_at=published_at, score=score, label=label, source="test",
+                   headline=headline, source_partition=source_partition, source_watermark=source_watermark)
 
 
 def background(ticker: str, minutes: int, every_s: int = 120, start: datetime = T0, seed: int = 1) -> list[M]:
@@ -152,20 +149,14 @@ def test_quiet_ticker_raises_nothing():
     assert alerts == []
 
 
-@dataclass(frozen=True)
-class SourcedM(M):
-    source_partition: str = ""
-    source_watermark: float = 0.0
-
-
 def test_a_lagging_input_topic_holds_windows_open_instead_of_losing_its_items():
     """News runs an hour ahead of social (e.g. a replay consumed unevenly): the watermark is the
     minimum over input partitions, so the social items still land in their windows."""
-    news = [SourcedM(f"n{i}", "AAA", T0 + timedelta(minutes=i), 0.0, "neutral", "",
+    news = [M(f"n{i}", "AAA", T0 + timedelta(minutes=i), 0.0, "neutral", "",
                      "news:0", (T0 + timedelta(minutes=i)).timestamp()) for i in range(120)]
-    social = [SourcedM(f"s{i}", "AAA", T0 + timedelta(minutes=i, seconds=30), -0.9, "negative", "",
+    social = [M(f"s{i}", "AAA", T0 + timedelta(minutes=i, seconds=30), -0.9, "negative", "",
                        "social:0", (T0 + timedelta(minutes=i, seconds=30)).timestamp()) for i in range(120)]
-    flush = [SourcedM(f"f{src}", "ZZZ", T0 + timedelta(hours=3), 0.0, "neutral", "", src,
+    flush = [M(f"f{src}", "ZZZ", T0 + timedelta(hours=3), 0.0, "neutral", "", src,
                       (T0 + timedelta(hours=3)).timestamp()) for src in ("news:0", "social:0")]
     arrival = social[:5] + news + social[5:] + flush  # social starts, then news runs two hours ahead
     points, _, store = run(arrival)
