@@ -13,16 +13,15 @@ replay count nothing twice.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
 
 from streams.engine import Aggregator, Effects, EngineConfig
+from streams.publish import deliver
 from streams.records import Alert, Mention
 from streams.rules import load_rules
 from streams.settings import Settings
@@ -87,19 +86,6 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
-async def send_until_delivered(topic: Any, key: bytes, value: Any, what: str) -> None:
-    """Send one record with acks=all, retrying until the broker takes it."""
-    delay = 0.5
-    while True:
-        try:
-            await (await topic.send(key=key, value=value, force=True))
-            return
-        except KafkaError as exc:
-            log.warning("sending %s failed, retrying in %.1fs: %s", what, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-
-
 def _save(table: Any, partition: int, key: str, value: dict) -> None:
     """``table[key] = value`` for a state whose ticker lives in ``partition``.
 
@@ -145,8 +131,9 @@ def attach_aggregation(app: faust.App, settings: Settings) -> dict[str, Any]:
                     rejected = await sink.write(effects.points)
                     for bad in rejected:  # our own points: a rejection is a bug or a schema clash, say so loudly
                         log.error("InfluxDB rejected an aggregate point: %s (%s)", bad.line[:200], bad.reason)
+                await deliver([(alerts, a.dedup_key.encode(), a) for a in effects.alerts],
+                              f"{len(effects.alerts)} alerts")
                 for alert in effects.alerts:
-                    await send_until_delivered(alerts, alert.dedup_key.encode(), alert, f"alert {alert.dedup_key}")
                     log.info("alert %s %s: %s", alert.status, alert.dedup_key, alert.suggestion)
                 for key, value in effects.writes():
                     _save(table, value["partition"], key, value)

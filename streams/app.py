@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
 
+from streams.aggregate import attach_aggregation
 from streams.consumer import SafeCommitApp
 from streams.model import SentimentModel, load_model
-from streams.aggregate import attach_aggregation
 from streams.notify import attach_webhook
+from streams.publish import deliver
 from streams.records import DeadLetter, Mention, Score
 from streams.scoring import BatchResult, BatchScorer, Incoming
 from streams.settings import Settings, load_settings
@@ -151,27 +151,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
         return out
 
     async def _publish(result: BatchResult) -> None:
-        """Deliver scores and dead letters (acks=all), retrying until the broker takes them."""
-        delay = 0.5
-        while True:
-            try:
-                sends = [
-                    await scores_topic.send(key=s.id.encode("utf-8"), value=s, force=True) for s in result.scores
-                ] + [
-                    await dead_topic.send(key=(d.item_id or "").encode("utf-8") or None, value=d, force=True)
-                    for d in result.dead_letters
-                ] + [
-                    await mentions_topic.send(key=m.ticker.encode("utf-8"), value=m, force=True)
-                    for m in _mentions(result)
-                ]
-                if sends:
-                    await asyncio.gather(*sends)
-                return
-            except KafkaError as exc:  # re-sending may duplicate records: consumers key on id
-                log.warning("publishing %d scores / %d dead letters failed, retrying in %.1fs: %s",
-                            len(result.scores), len(result.dead_letters), delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        """Deliver scores, dead letters and mentions (acks=all), retrying until the broker takes them."""
+        await deliver(
+            [(scores_topic, s.id.encode("utf-8"), s) for s in result.scores]
+            + [(dead_topic, (d.item_id or "").encode("utf-8") or None, d) for d in result.dead_letters]
+            + [(mentions_topic, m.ticker.encode("utf-8"), m) for m in _mentions(result)],
+            f"{len(result.scores)} scores / {len(result.dead_letters)} dead letters",
+        )
 
     @app.agent(inputs, name="score-items")
     async def score_items(stream: faust.StreamT) -> None:

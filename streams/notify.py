@@ -99,7 +99,7 @@ class Webhook:
 
 def attach_webhook(app: faust.App, settings: Any, alerts_topic: Any, dead_topic: Any) -> Webhook:
     """Add the ``notify-webhook`` agent (only when a webhook URL is configured)."""
-    from streams.aggregate import send_until_delivered
+    from streams.publish import deliver
 
     hook = Webhook(settings.alerts)
 
@@ -121,7 +121,7 @@ def attach_webhook(app: faust.App, settings: Any, alerts_topic: Any, dead_topic:
                     offset=msg.offset, key=msg.key, value=alert.dumps(), failed_at=datetime.now(timezone.utc),
                     item_id=alert.dedup_key,
                 )
-                await send_until_delivered(dead_topic, alert.dedup_key.encode(), letter, "webhook dead letter")
+                await deliver([(dead_topic, alert.dedup_key.encode(), letter)], "webhook dead letter")
         finally:
             await hook.stop()
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from streams.settings import KafkaSettings, TopicSettings
 
-__all__ = ["Outgoing", "read_items", "route", "publish", "producer_kwargs"]
+__all__ = ["Outgoing", "read_items", "route", "publish", "producer_kwargs", "deliver"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,3 +116,21 @@ async def publish(messages: Iterable[Outgoing], kafka: KafkaSettings, *, rate: f
     finally:
         await producer.stop()
     return sent
+
+
+async def deliver(records: Sequence[tuple[Any, bytes | None, Any]], what: str) -> None:
+    """Send ``(faust topic, key, value)`` records from a worker (acks=all), retrying with capped
+    backoff until the broker has taken all of them. A retry may send a record twice: every
+    consumer of these topics keys on ids."""
+    from aiokafka.errors import KafkaError
+
+    delay = 0.5
+    while records:
+        try:
+            sends = [await topic.send(key=key, value=value, force=True) for topic, key, value in records]
+            await asyncio.gather(*sends)
+            return
+        except KafkaError as exc:
+            log.warning("sending %s failed, retrying in %.1fs: %s", what, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
