@@ -99,7 +99,7 @@ def _table(title: str, query: InfluxQL, *transformations: model.DataTransformerC
     return panel
 
 
-def _alert_annotation(where: str = "") -> db.AnnotationQuery:
+def _alert_annotation() -> db.AnnotationQuery:
     return db.AnnotationQuery().name("finsentry alerts").datasource(DS).enable(True).icon_color("red")
 
 
@@ -191,7 +191,7 @@ def pipeline() -> db.Dashboard:
         db.Dashboard("finsentry · pipeline health").uid("finsentry-pipeline").tags(["finsentry"])
         .time("now-1h", "now").refresh("30s").timezone("utc")
         .with_panel(stat.Panel().title("Items/s (last 5 min)").datasource(DS).span(6).height(5).unit("none")
-                    .with_target(InfluxQL(f"SELECT sum(\"items\") / 300 FROM \"pipeline\" WHERE time > now() - 5m"))
+                    .with_target(InfluxQL("SELECT sum(\"items\") / 300 FROM \"pipeline\" WHERE time > now() - 5m"))
                     .description("Processing time: items taken by the scoring workers."))
         .with_panel(_series("Items per second", InfluxQL(f"SELECT sum(\"items\") / 60 {p} GROUP BY time(1m) "
                                                          "fill(0)", alias="items/s"), w=18, h=5))

@@ -382,9 +382,8 @@ def _plots(result: BacktestResult, windows: list[WindowRow], alerts: list[Alert]
     for j, (polarity, color) in enumerate((("negative", "tab:red"), ("positive", "tab:green"))):
         means = [100 * result.horizons[h][polarity]["mean_return"] for h in labels]
         cis = [result.horizons[h][polarity]["ci95"] for h in labels]
-        signs = -1 if polarity == "negative" else 1
-        err = [[abs(100 * (m / 100 - signs * c[0])) if not math.isnan(c[0]) else 0 for m, c in zip(means, cis)],
-               [abs(100 * (signs * c[1] - m / 100)) if not math.isnan(c[1]) else 0 for m, c in zip(means, cis)]]
+        # the t-interval is symmetric, so its half-width serves for the raw mean too
+        err = [0 if math.isnan(c[0]) else 100 * (c[1] - c[0]) / 2 for c in cis]
         xs = [i + (j - 0.5) * 0.35 for i in range(len(labels))]
         ax.bar(xs, [0 if math.isnan(m) else m for m in means], width=0.35, color=color, yerr=err, capsize=3,
                label=f"after {polarity} alerts")

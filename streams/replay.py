@@ -211,20 +211,36 @@ class ReplayStats:
         return self.sent / self.elapsed_s if self.elapsed_s else 0.0
 
 
+def _tp(key: str):
+    """``"topic:partition"`` (the checkpoint's offset keys) -> TopicPartition."""
+    from aiokafka.structs import TopicPartition
+
+    topic, partition = key.rsplit(":", 1)
+    return TopicPartition(topic, int(partition))
+
+
+async def _aiter(payloads: Iterable[bytes] | AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Files give a plain iterator, a topic range an async one: iterate both the same way."""
+    if hasattr(payloads, "__aiter__"):
+        async for payload in payloads:  # type: ignore[union-attr]
+            yield payload
+    else:
+        for payload in payloads:  # type: ignore[union-attr]
+            yield payload
+
+
 async def _already_published(kafka: KafkaSettings, checkpoint: Checkpoint) -> set[int]:
     """Sequence numbers of this run found after the checkpointed offsets."""
     if not checkpoint.offsets:
         return set()
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import TopicPartition
 
     seen: set[int] = set()
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **producer_kwargs(kafka))
     await consumer.start()
     try:
         for key, offset in checkpoint.offsets.items():
-            topic, partition = key.rsplit(":", 1)
-            tp = TopicPartition(topic, int(partition))
+            tp = _tp(key)
             consumer.assign([tp])
             consumer.seek(tp, offset)
             while True:
@@ -279,8 +295,7 @@ async def replay(payloads: Iterable[bytes] | AsyncIterator[bytes], kafka: KafkaS
         probe = LagProbe(kafka, options.lag_group)
         await probe.start()
     await producer.start()
-    produced: dict = {TopicPartition(*k.rsplit(":", 1)[0:1], int(k.rsplit(":", 1)[1])): v
-                      for k, v in checkpoint.offsets.items()}
+    produced: dict = {_tp(k): v for k, v in checkpoint.offsets.items()}
     started = time.monotonic()
     first_event_ms: int | None = None
     pending: list = []
@@ -292,24 +307,12 @@ async def replay(payloads: Iterable[bytes] | AsyncIterator[bytes], kafka: KafkaS
                 produced[tp] = max(produced.get(tp, 0), meta.offset + 1)
             pending.clear()
         checkpoint.next_seq = upto_seq
-        checkpoint.offsets = {f"{tp.topic}:{tp.partition}": off for tp, off in produced.items()}
+        checkpoint.offsets = {f"{tp.topic}:{tp.partition}": off for tp, off in produced.items()}  # see _tp
         checkpoint.save()
 
     try:
         seq = -1
-        iterator = payloads.__aiter__() if hasattr(payloads, "__aiter__") else None
-        source = iter(payloads) if iterator is None else None
-        while True:
-            if iterator is not None:
-                try:
-                    payload = await iterator.__anext__()
-                except StopAsyncIteration:
-                    break
-            else:
-                try:
-                    payload = next(source)  # type: ignore[arg-type]
-                except StopIteration:
-                    break
+        async for payload in _aiter(payloads):
             seq += 1
             if seq < checkpoint.next_seq:
                 continue  # acknowledged in an earlier attempt

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from streams.generator import InjectedEvent, StreamSpec, TextPool, TickerProfile, generate
+from streams.generator import InjectedEvent, StreamSpec, TickerProfile, generate
 from streams.records import Alert, DeadLetter
 from streams.windows import window_start
 

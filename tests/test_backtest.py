@@ -82,7 +82,7 @@ def test_report_html_embeds_its_plots_and_json_has_the_numbers(prices, tmp_path)
     html_path, json_path = write_report(result, WINDOWS, ALERTS, bars, tmp_path / "out")
     page = html_path.read_text()
     assert page.count("<img") >= 3 and page.count("data:image/png;base64,") >= 3
-    assert "Event study" not in page or "event study" in page.lower()
+    assert "<h3>event study</h3>" in page and "<h3>forward returns</h3>" in page and "<h3>ticker AAA</h3>" in page
     data = json.loads(json_path.read_text())
     assert data["horizons"]["1h"]["all"]["n"] == 2
     assert data["information_coefficient"]["1h"]["ic"] == pytest.approx(0.6)
