@@ -7,7 +7,10 @@ One run measures, on the same texts and with tokenization included:
 * ``naive``: a ``transformers`` text-classification pipeline called once per text;
 * ``torch``: PyTorch eager, batched (``torch.no_grad``);
 * ``ort-fp32``, ``ort-int8``: ONNX Runtime on CPU through the worker's own
-  runtime (:class:`streams.model.SentimentModel`);
+  runtime (:class:`streams.model.SentimentModel`) with its CPU defaults
+  (4-window length-sorted sub-batches, one single-threaded run per core);
+* ``ort-int8-serial``: the same int8 model run the common way (sub-batches of
+  16, one run at a time with ORT's intra-op threads), for the A/B;
 * ``ort-fp16-cuda``, ``ort-fp16-trt``: only where CUDA / TensorRT providers
   are available (a GPU host with ``onnxruntime-gpu``); the provider actually
   used is reported.
@@ -112,6 +115,8 @@ def main() -> None:
     for variant in ("fp32", "int8"):
         runners[f"ort-{variant}"] = load_model(args.model_dir, variant=variant,
                                                providers=["CPUExecutionProvider"]).predict_proba
+    runners["ort-int8-serial"] = load_model(args.model_dir, variant="int8", providers=["CPUExecutionProvider"],
+                                            max_batch=16, parallel=1, intra_op_threads=0).predict_proba
     gpu_notes = {}
     for name, provider in (("ort-fp16-cuda", "CUDAExecutionProvider"), ("ort-fp16-trt", "TensorrtExecutionProvider")):
         if provider in providers:
@@ -145,6 +150,7 @@ def main() -> None:
         "int8_b32_vs_naive_short": round(rate("ort-int8", "short", 32) / rate("naive", "short", 1), 2),
         "int8_b64_vs_naive_short": round(rate("ort-int8", "short", 64) / rate("naive", "short", 1), 2),
         "fp32_vs_torch_eager_b32_short": round(rate("ort-fp32", "short", 32) / rate("torch", "short", 32), 2),
+        "int8_parallel_vs_serial_b32_short": round(rate("ort-int8", "short", 32) / rate("ort-int8-serial", "short", 32), 2),
         "int8_vs_torch_eager_b32_long": round(rate("ort-int8", "long", 32) / rate("torch", "long", 32), 2),
     }
     manifest = json.loads((args.model_dir / "manifest.json").read_text())

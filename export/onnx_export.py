@@ -111,17 +111,22 @@ def _torch_logits(model, tokenizer, texts: Sequence[str], max_length: int, batch
 
 
 def _ort_logits(path: Path, tokenizer_json: Path, texts: Sequence[str], max_length: int) -> np.ndarray:
-    from streams.model import SentimentModel  # the exact runtime the worker uses
-    import onnxruntime as ort
+    """Logits from the exact runtime the worker uses on CPU (session options,
+    sub-batch size and parallel runs included: int8 scores depend on the
+    sub-batch, so the gate must see what the worker will do)."""
+    from streams.model import SentimentModel, open_session, runtime_defaults
     from tokenizers import Tokenizer
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    cpu = ["CPUExecutionProvider"]
+    defaults = runtime_defaults(cpu[0])
+    session = open_session(path, cpu, defaults["intra_op_threads"])
     fake = Manifest(
         name="parity", version="0", labels=LABELS, max_length=max_length, input_names=[],
         default_variant="x", variants={"x": Variant(file=path.name, precision="fp32")}, files={},
         created_at=datetime.now(timezone.utc),
     )
-    model = SentimentModel(path.parent, fake, "x", session, Tokenizer.from_file(str(tokenizer_json)))
+    model = SentimentModel(path.parent, fake, "x", session, Tokenizer.from_file(str(tokenizer_json)),
+                           max_batch=defaults["max_batch"], parallel=defaults["parallel"])
     return model.logits(list(texts))
 
 

@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     def _load(directory: Path) -> SentimentModel:
         return load_model(directory, variant=settings.model_variant, providers=r.providers,
-                          intra_op_threads=r.intra_op_threads, max_batch=r.max_batch,
+                          intra_op_threads=r.intra_op_threads, max_batch=r.max_batch, parallel=r.parallel,
                           chunk_overlap=r.chunk_overlap, max_chunks=r.max_chunks, warm_up=r.warm_up)
 
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")

@@ -18,12 +18,28 @@ Scoring a batch:
   and run in sub-batches of at most ``max_batch`` windows, each padded only to
   its own longest window, so a few long texts do not make every short text pay
   for their padding.
+* **Sub-batches in parallel on CPU.** Headlines and posts are short (~14
+  tokens), and ONNX Runtime's intra-op threads cost more than they give on
+  tensors that small: on 2 cores, two single-threaded runs of 4-window
+  sub-batches at once score 1.85x as many texts/s as one two-threaded run of
+  16 with all fusions (``bench/cpu_tuning.py``). So on CPU the session gets one intra-op
+  thread and ``parallel`` sub-batches (default: the usable cores) run at once
+  on one shared session (``InferenceSession.run`` is thread-safe). On GPU one
+  large sub-batch runs at a time.
+* **ORT fusions that are slower here are switched off** on CPU
+  (:data:`CPU_DISABLED_OPTIMIZERS`).
+
+Dynamic int8 quantization scales activations per tensor, i.e. per
+sub-batch, so an int8 score depends slightly on which texts share its
+sub-batch (see docs/model.md for the size of the effect); fp32/fp16 do not.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -40,6 +56,9 @@ __all__ = [
     "combine_chunks",
     "available_providers",
     "choose_variant",
+    "open_session",
+    "runtime_defaults",
+    "CPU_DISABLED_OPTIMIZERS",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +66,13 @@ log = logging.getLogger(__name__)
 #: Preference order when the caller does not name providers.
 _PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+
+#: ORT graph fusions disabled on CPU. ``SkipLayerNormFusion`` folds
+#: Add+Add+LayerNormalization into SkipLayerNormalization, whose CPU kernel
+#: (ORT 1.31) took 8x longer per call than the LayerNormalization it replaces
+#: in this model's int8 profile; without it the int8 model scores 10 % (one
+#: run of 16) to 18 % (parallel runs of 4) more texts/s (bench/cpu_tuning.py).
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 def _ort():
@@ -115,14 +141,21 @@ class SentimentModel:
     """
 
     def __init__(self, directory: Path, manifest: Manifest, variant: str, session, tokenizer, *,
-                 max_batch: int = 64, chunk_overlap: int = 32, max_chunks: int = 8) -> None:
+                 max_batch: int = 64, parallel: int = 1, chunk_overlap: int = 32, max_chunks: int = 8) -> None:
         if not 0 <= chunk_overlap < manifest.max_length // 2:
             raise ValueError(f"chunk_overlap must be in [0, {manifest.max_length // 2})")
+        if max_batch < 1 or parallel < 1:
+            raise ValueError("max_batch and parallel must be >= 1")
         self.directory = directory
         self.manifest = manifest
         self.variant = variant
         self.max_batch = max_batch
+        self.parallel = parallel
         self.max_chunks = max_chunks
+        self._pool: ThreadPoolExecutor | None = None
+        if parallel > 1:
+            self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="ort-run")
+            weakref.finalize(self, self._pool.shutdown, wait=False)  # a swapped-out model frees its threads
         self._session = session
         self._tokenizer = tokenizer
         tokenizer.enable_truncation(max_length=manifest.max_length, stride=chunk_overlap)
@@ -166,13 +199,21 @@ class SentimentModel:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return {k: v for k, v in feed.items() if k in self._inputs}
 
+    def _run_rows(self, encodings: Sequence) -> np.ndarray:
+        (out,) = self._session.run([self.manifest.output_name], self._feed(encodings))
+        return out
+
     def _run(self, encodings: Sequence) -> np.ndarray:
         """Logits for windows, in the given order, using length-sorted sub-batches."""
         logits = np.zeros((len(encodings), len(self.labels)), dtype=np.float32)
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), self.max_batch):
-            rows = order[start : start + self.max_batch]
-            (out,) = self._session.run([self.manifest.output_name], self._feed([encodings[i] for i in rows]))
+        batches = [order[start : start + self.max_batch] for start in range(0, len(order), self.max_batch)]
+        subsets = [[encodings[i] for i in rows] for rows in batches]
+        if self._pool is not None and len(batches) > 1:
+            outs = self._pool.map(self._run_rows, subsets)
+        else:
+            outs = map(self._run_rows, subsets)
+        for rows, out in zip(batches, outs):
             logits[rows] = out
         return logits
 
@@ -208,7 +249,7 @@ class SentimentModel:
     def warm_up(self) -> None:
         """Run representative shapes once so the first real batch is not slow."""
         self.predict_proba(["warm up"])
-        self.predict_proba(["market update " * 8] * min(self.max_batch, 32))
+        self.predict_proba(["market update " * 8] * 32)
         self.predict_proba(["long " * (self.manifest.max_length * 2)])
 
 
@@ -226,23 +267,63 @@ def _pick_providers(requested: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def runtime_defaults(provider: str) -> dict[str, int]:
+    """Sub-batch size, parallel runs and intra-op threads for ``provider``.
+
+    Measured on 2 cores with the int8 model (``bench/cpu_tuning.py``): 4-window
+    sub-batches, one per core, each single-threaded. On GPU: one run of 256.
+    """
+    if provider in _GPU_PROVIDERS:
+        return {"max_batch": 256, "parallel": 1, "intra_op_threads": 0}
+    cores = _usable_cores()
+    return {"max_batch": 4, "parallel": cores, "intra_op_threads": 1 if cores > 1 else 0}
+
+
+def open_session(path: Path, providers: Sequence[str], intra_op_threads: int = 0,
+                 disabled_optimizers: Sequence[str] | None = None):
+    """An ORT session with the graph optimisations this runtime uses: all,
+    minus ``disabled_optimizers`` (default: :data:`CPU_DISABLED_OPTIMIZERS`
+    when CPU comes first, none on GPU)."""
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    options.log_severity_level = 3
+    if disabled_optimizers is None:
+        disabled_optimizers = CPU_DISABLED_OPTIMIZERS if providers[0] == "CPUExecutionProvider" else ()
+    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers),
+                                disabled_optimizers=list(disabled_optimizers))
+
+
 def load_model(
     directory: Path | str,
     *,
     variant: str | None = None,
     providers: Sequence[str] | None = None,
-    intra_op_threads: int = 0,
+    intra_op_threads: int | None = None,
     max_batch: int | None = None,
+    parallel: int | None = None,
     chunk_overlap: int = 32,
     max_chunks: int = 8,
     warm_up: bool = False,
 ) -> SentimentModel:
     """Verify and load a model directory.
 
+    ``max_batch``, ``parallel`` and ``intra_op_threads`` default to
+    :func:`runtime_defaults` for the provider in use (``intra_op_threads=0``:
+    ORT's own default).
+
     Raises :class:`~export.manifest.ManifestError` for a missing, incomplete or
     tampered directory.
     """
-    ort = _ort()
     from tokenizers import Tokenizer
 
     directory = Path(directory)
@@ -250,33 +331,29 @@ def load_model(
     chosen_providers = _pick_providers(providers)
     key = choose_variant(manifest, chosen_providers[0], variant)
     path = directory / manifest.variant(key).file
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if intra_op_threads:
-        options.intra_op_num_threads = intra_op_threads
-    options.log_severity_level = 3
+    defaults = runtime_defaults(chosen_providers[0])
+    threads = defaults["intra_op_threads"] if intra_op_threads is None else intra_op_threads
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen_providers)
+        session = open_session(path, chosen_providers, threads)
     except Exception as exc:  # ORT raises its own exception types
         raise ManifestError(f"ONNX Runtime cannot load {path}: {exc}") from exc
-    if session.get_providers()[0] != chosen_providers[0]:
+    in_use = session.get_providers()[0]
+    if in_use != chosen_providers[0]:
         log.warning("asked for %s but ONNX Runtime uses %s (missing CUDA/TensorRT libraries?)",
-                    chosen_providers[0], session.get_providers()[0])
-        if variant is None and key != choose_variant(manifest, session.get_providers()[0]):
-            return load_model(directory, variant=choose_variant(manifest, session.get_providers()[0]),
-                              providers=session.get_providers(), intra_op_threads=intra_op_threads,
-                              max_batch=max_batch, chunk_overlap=chunk_overlap, max_chunks=max_chunks,
-                              warm_up=warm_up)
+                    chosen_providers[0], in_use)
+        # the session was tuned for another provider: open it again for the one in use
+        return load_model(directory, variant=variant or choose_variant(manifest, in_use),
+                          providers=session.get_providers(), intra_op_threads=intra_op_threads,
+                          max_batch=max_batch, parallel=parallel, chunk_overlap=chunk_overlap,
+                          max_chunks=max_chunks, warm_up=warm_up)
     tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer))
-    if max_batch is None:  # measured on 2 CPU cores: 16 beats 64 by 6% (short) to 20% (128-token texts)
-        max_batch = 256 if session.get_providers()[0] in _GPU_PROVIDERS else 16
-    model = SentimentModel(directory, manifest, key, session, tokenizer, max_batch=max_batch,
+    model = SentimentModel(directory, manifest, key, session, tokenizer,
+                           max_batch=max_batch or defaults["max_batch"], parallel=parallel or defaults["parallel"],
                            chunk_overlap=chunk_overlap, max_chunks=max_chunks)
     if warm_up:
         model.warm_up()
     log.info(
-        "model %s %s (%s) loaded from %s; provider in use: %s (pid %d)",
-        model.name, model.version, key, directory, model.provider, os.getpid(),
+        "model %s %s (%s) loaded from %s; provider in use: %s; sub-batches of %d, %d at once (pid %d)",
+        model.name, model.version, key, directory, model.provider, model.max_batch, model.parallel, os.getpid(),
     )
     return model

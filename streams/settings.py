@@ -146,9 +146,12 @@ class RuntimeSettings(BaseModel):
 
     providers: list[str] | None = Field(
         None, description="ONNX Runtime providers in order; default TensorRT, CUDA, CPU as available")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads, 0 = ORT default")
+    intra_op_threads: int | None = Field(
+        None, ge=0, description="ONNX Runtime intra-op threads per run; default 1 on CPU, ORT's own on GPU; 0 = ORT's")
     max_batch: int | None = Field(
-        None, ge=1, le=4096, description="windows per inference call (length-sorted); default 16 on CPU, 256 on GPU")
+        None, ge=1, le=4096, description="windows per inference call (length-sorted); default 4 on CPU, 256 on GPU")
+    parallel: int | None = Field(
+        None, ge=1, le=256, description="inference calls run at once; default: usable cores on CPU, 1 on GPU")
     chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long text")
     max_chunks: int = Field(8, ge=1, le=256, description="windows scored per text; the rest is ignored")
     warm_up: bool = True

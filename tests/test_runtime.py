@@ -99,3 +99,36 @@ def test_watcher_swaps_on_a_new_version_and_keeps_the_old_one_on_a_bad_one(tiny_
     new = asyncio.run(check())
     assert new is not None and new.version == "2" and watcher.swaps == 1
     assert json.loads((current / "manifest.json").read_text())["version"] == "2"
+
+
+def test_parallel_sub_batches_return_rows_in_input_order(tiny_model_dir):
+    texts = [f"Acme {'shares fell sharply' if i % 3 else 'beat estimates'} in session {i} " + "word " * (i % 17)
+             for i in range(37)] + ["long " * 400]  # odd count, mixed lengths, one chunked text
+    serial = load_model(tiny_model_dir, variant="fp32", max_batch=64, parallel=1)
+    parallel = load_model(tiny_model_dir, variant="fp32", max_batch=3, parallel=3)
+    assert parallel.parallel == 3 and parallel.max_batch == 3
+    np.testing.assert_allclose(parallel.predict_proba(texts), serial.predict_proba(texts), atol=1e-5)
+    one_by_one = np.concatenate([serial.predict_proba([t]) for t in texts])
+    np.testing.assert_allclose(parallel.predict_proba(texts), one_by_one, atol=1e-5)
+
+
+def test_cpu_defaults_run_one_single_threaded_sub_batch_per_core(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    cores = len(os.sched_getaffinity(0))
+    assert model.provider == "CPUExecutionProvider"
+    assert (model.max_batch, model.parallel) == (4, cores)
+
+
+def test_int8_scores_with_one_window_sub_batches_do_not_depend_on_neighbours(tiny_model_dir):
+    # Dynamic int8 quantization scales activations per sub-batch; scored one window
+    # per sub-batch (FINSENTRY_RUNTIME__MAX_BATCH=1) a text's score is the same in
+    # any company, which is what a replay that must reproduce scores needs.
+    texts = [f"Acme {'plunges after fraud probe' if i % 2 else 'raises guidance'} {i} " + "tick " * (i % 9)
+             for i in range(24)]
+    model = load_model(tiny_model_dir, variant="int8", max_batch=1)
+    alone = np.concatenate([model.predict_proba([t]) for t in texts])
+    together = model.predict_proba(texts)
+    reordered = model.predict_proba(texts[::-1])[::-1]
+    assert np.array_equal(alone, together) and np.array_equal(alone, reordered)
+    batched = load_model(tiny_model_dir, variant="int8", max_batch=4)  # the default trades this for speed
+    assert not np.array_equal(batched.predict_proba(texts), alone)
