@@ -77,9 +77,9 @@ async def _score_timestamps(kafka: KafkaSettings, topic: str, ids: set[str], tim
 
 
 def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, latency_load: float,
-             latency_items: int) -> dict:
+             latency_items: int, env: dict[str, str] | None = None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="finsentry-bench-"))
-    settings = {"FINSENTRY_MODEL_VARIANT": variant, "FINSENTRY_BATCH__SIZE": str(batch_size)}
+    settings = {"FINSENTRY_MODEL_VARIANT": variant, "FINSENTRY_BATCH__SIZE": str(batch_size), **(env or {})}
     with services.local_pipeline(model_dir, workdir, settings) as stack:
         kafka = KafkaSettings(broker=stack.broker_url)
         topics = TopicSettings()
@@ -139,7 +139,7 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
         log = stack.log_path.read_text(errors="replace")
         provider = "CPUExecutionProvider" if "on CPUExecutionProvider" in log else "see worker log"
         return {
-            "variant": variant, "batch_size": batch_size, "provider": provider,
+            "variant": variant, "batch_size": batch_size, "provider": provider, "env": env or {},
             "items": n_items, "points": bulk_points, "throughput_items_s": round(throughput, 1),
             "publish_items_s": round(n_items / (published - start), 1),
             "latency_rate_items_s": round(rate, 1), "latency_items": len(latencies),
@@ -155,14 +155,18 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--latency-load", type=float, default=0.5, help="fraction of throughput for latency run")
     parser.add_argument("--latency-items", type=int, default=600)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="worker setting for every case, e.g. FINSENTRY_RUNTIME__MAX_BATCH=16")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
     args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
 
     results = []
     for variant in args.variant or ["int8"]:
         for size in args.batch_size or [32]:
             print(f"running variant={variant} batch={size} …", flush=True)
-            results.append(run_case(args.model_dir, variant, size, args.items, args.latency_load, args.latency_items))
+            results.append(run_case(args.model_dir, variant, size, args.items, args.latency_load, args.latency_items,
+                                    env))
             print(json.dumps(results[-1]), flush=True)
 
     manifest = json.loads((args.model_dir / "manifest.json").read_text())

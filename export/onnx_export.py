@@ -130,6 +130,12 @@ def _ort_logits(path: Path, tokenizer_json: Path, texts: Sequence[str], max_leng
     return model.logits(list(texts))
 
 
+def _gate_sub_batch() -> int:
+    from streams.model import runtime_defaults
+
+    return runtime_defaults("CPUExecutionProvider")["max_batch"]
+
+
 def _gate(name: str, logits: np.ndarray, reference: np.ndarray, parity: ParitySet,
           options: ExportOptions) -> dict:
     """Agreement and macro-F1 drop of a reduced-precision variant; raises ParityError."""
@@ -219,7 +225,8 @@ def export_checkpoint(
         variants["int8"] = Variant(file="model.int8.onnx", precision="int8", providers=["CPUExecutionProvider"],
                                    parity=_gate("int8", int8, reference, parity, options))
 
-    optimizer_info: dict = {"fp32, int8": "ORT_ENABLE_ALL at session creation (offline fusion was slower on CPU)"}
+    optimizer_info: dict = {"fp32, int8": "ORT_ENABLE_ALL minus SkipLayerNormFusion at session creation "
+                                          "(offline fusion was slower on CPU)"}
     if options.fp16:
         from onnxruntime.transformers.optimizer import optimize_model
 
@@ -262,7 +269,8 @@ def export_checkpoint(
             "int8": "dynamic, per-channel QInt8" if options.int8 else None,
             "fp16": "float16 weights and activations, fp32 inputs/outputs" if options.fp16 else None,
             "gate": {"fp32_atol": options.fp32_atol, "min_agreement": options.min_agreement,
-                     "max_f1_drop": options.max_f1_drop},
+                     "max_f1_drop": options.max_f1_drop, "provider": "CPUExecutionProvider",
+                     "sub_batch": _gate_sub_batch()},
             "torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
         },
