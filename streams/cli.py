@@ -345,13 +345,22 @@ def train(
     out: Path = typer.Option(Path("artifacts/checkpoint"), help="checkpoint directory"),
     quick: bool = typer.Option(False, help="smoke recipe (< 3 minutes)"),
     lora: bool = typer.Option(False, help="LoRA adapters instead of full fine-tuning (merged on save)"),
+    teacher: Optional[Path] = typer.Option(None, help="distil from this fine-tuned checkpoint (docs/training.md)"),
+    keep_layers: Optional[str] = typer.Option(None, help="student's encoder layers with --teacher, e.g. 0,2,4"),
+    epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
 ) -> None:
     """Fine-tune the packaged MiniLM encoder on the financial corpus plus packaged tweets."""
     from dataclasses import replace
 
     from models.train import DEFAULT, QUICK, train as run
 
-    record = run(out, replace(QUICK if quick else DEFAULT, lora=lora))
+    recipe = replace(QUICK if quick else DEFAULT, lora=lora)
+    if teacher:
+        recipe = replace(recipe, teacher=str(teacher),
+                         keep_layers=tuple(int(i) for i in keep_layers.split(",")) if keep_layers else None)
+    if epochs:
+        recipe = replace(recipe, epochs=epochs)
+    record = run(out, recipe)
     console.print_json(json.dumps({"out": str(out), **record["metrics"], "train_seconds": record["train_seconds"]}))
 
 

@@ -92,3 +92,36 @@ def test_label_columns_can_be_mapped(tmp_path):
     assert [r.label for r in rows] == [2, 0, 1]
     with pytest.raises(ValueError, match="label outside"):
         read_labelled(path, text_col="tweet", label_col="sentiment")
+
+
+def test_keep_layers_prunes_the_encoder_and_refuses_bad_indices(tiny_checkpoint, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from models.train import keep_layers
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_checkpoint, local_files_only=True)
+    assert len(model.base_model.encoder.layer) == 2
+    with pytest.raises(ValueError, match="increasing layer indices below 2"):
+        keep_layers(model, (1, 0))
+    with pytest.raises(ValueError):
+        keep_layers(model, (2,))
+    keep_layers(model, (1,))
+    model.save_pretrained(tmp_path / "pruned")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "pruned", local_files_only=True)
+    assert again.config.num_hidden_layers == 1 and len(again.base_model.encoder.layer) == 1
+
+
+def test_distilled_student_has_fewer_layers_records_its_teacher_and_exports(quick_checkpoint, tmp_path):
+    from export.onnx_export import ExportOptions, export_checkpoint
+    from streams.model import load_model
+
+    teacher, _ = quick_checkpoint
+    out = tmp_path / "student"
+    record = train(out, replace(QUICK, teacher=str(teacher), keep_layers=(0, 3)))
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+    assert record["method"].startswith("distilled: teacher's layers [0, 3]")
+    assert str(teacher) in record["base"]
+    assert 0.5 <= record["best"]["teacher_agreement"] <= 1
+    manifest = export_checkpoint(out, tmp_path / "model", ExportOptions(name="student", version="1", fp16=False))
+    assert manifest.variants["int8"].parity["label_agreement"] >= 0.97
+    assert load_model(tmp_path / "model").predict(["Acme beats estimates"])[0].label in LABELS
