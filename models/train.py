@@ -183,7 +183,6 @@ def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict
 
     mixed = epoch_rows(0)
 
-    teacher = None
     if recipe.teacher:
         base = Path(recipe.teacher)
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True, use_fast=True)

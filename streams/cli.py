@@ -346,7 +346,7 @@ def train(
     quick: bool = typer.Option(False, help="smoke recipe (< 3 minutes)"),
     lora: bool = typer.Option(False, help="LoRA adapters instead of full fine-tuning (merged on save)"),
     teacher: Optional[Path] = typer.Option(None, help="distil from this fine-tuned checkpoint (docs/training.md)"),
-    keep_layers: Optional[str] = typer.Option(None, help="student's encoder layers with --teacher, e.g. 0,2,4"),
+    keep_layers: Optional[str] = typer.Option(None, help="encoder layers to keep (a student with --teacher), e.g. 0,2,4"),
     epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
 ) -> None:
     """Fine-tune the packaged MiniLM encoder on the financial corpus plus packaged tweets."""
@@ -356,8 +356,13 @@ def train(
 
     recipe = replace(QUICK if quick else DEFAULT, lora=lora)
     if teacher:
-        recipe = replace(recipe, teacher=str(teacher),
-                         keep_layers=tuple(int(i) for i in keep_layers.split(",")) if keep_layers else None)
+        recipe = replace(recipe, teacher=str(teacher))
+    if keep_layers:
+        try:
+            recipe = replace(recipe, keep_layers=tuple(int(i) for i in keep_layers.split(",")))
+        except ValueError:
+            raise typer.BadParameter(f"expected comma-separated layer numbers such as 0,2,4, got {keep_layers!r}",
+                                     param_hint="--keep-layers") from None
     if epochs:
         recipe = replace(recipe, epochs=epochs)
     record = run(out, recipe)
