@@ -59,6 +59,7 @@ __all__ = [
     "open_session",
     "runtime_defaults",
     "CPU_DISABLED_OPTIMIZERS",
+    "cgroup_cpu_limit",
 ]
 
 log = logging.getLogger(__name__)
@@ -267,11 +268,34 @@ def _pick_providers(requested: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def cgroup_cpu_limit(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """Whole CPUs a cgroup v2 quota allows (``docker run --cpus``, compose ``cpus:``), or None.
+
+    A quota does not show in the affinity mask, so without this a container
+    limited to 2 CPUs on a 64-core host would start 64 inference threads.
+
+    >>> import tempfile; f = Path(tempfile.mkdtemp()) / "cpu.max"; _ = f.write_text("150000 100000")
+    >>> cgroup_cpu_limit(f)
+    2
+    >>> _ = f.write_text("max 100000"); cgroup_cpu_limit(f) is None
+    True
+    """
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, -(-int(quota) // int(period)))
+
+
 def _usable_cores() -> int:
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return min(cores, limit) if limit else cores
 
 
 def runtime_defaults(provider: str) -> dict[str, int]:
