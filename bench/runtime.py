@@ -156,7 +156,8 @@ def main() -> None:
         "int8_b32_vs_naive_short": round(rate("ort-int8", "short", 32) / rate("naive", "short", 1), 2),
         "int8_b64_vs_naive_short": round(rate("ort-int8", "short", 64) / rate("naive", "short", 1), 2),
         "fp32_vs_torch_eager_b32_short": round(rate("ort-fp32", "short", 32) / rate("torch", "short", 32), 2),
-        "int8_parallel_vs_serial_b32_short": round(rate("ort-int8", "short", 32) / rate("ort-int8-serial", "short", 32), 2),
+        "int8_parallel_vs_serial_b32_short": round(
+            rate("ort-int8", "short", 32) / rate("ort-int8-serial", "short", 32), 2),
         "int8_vs_torch_eager_b32_long": round(rate("ort-int8", "long", 32) / rate("torch", "long", 32), 2),
     }
     for other in args.also:

@@ -346,7 +346,8 @@ def train(
     quick: bool = typer.Option(False, help="smoke recipe (< 3 minutes)"),
     lora: bool = typer.Option(False, help="LoRA adapters instead of full fine-tuning (merged on save)"),
     teacher: Optional[Path] = typer.Option(None, help="distil from this fine-tuned checkpoint (docs/training.md)"),
-    keep_layers: Optional[str] = typer.Option(None, help="encoder layers to keep (a student with --teacher), e.g. 0,2,4"),
+    keep_layers: Optional[str] = typer.Option(
+        None, help="encoder layers to keep (a student with --teacher), e.g. 0,2,4"),
     epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
 ) -> None:
     """Fine-tune the packaged MiniLM encoder on the financial corpus plus packaged tweets."""

@@ -151,7 +151,8 @@ class RuntimeSettings(BaseModel):
     max_batch: int | None = Field(
         None, ge=1, le=4096, description="windows per inference call (length-sorted); default 4 on CPU, 256 on GPU")
     parallel: int | None = Field(
-        None, ge=1, le=256, description="inference calls run at once; default: usable cores (cgroup quota included) on CPU, 1 on GPU")
+        None, ge=1, le=256,
+        description="inference calls run at once; default: usable cores (cgroup quota included) on CPU, 1 on GPU")
     chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long text")
     max_chunks: int = Field(8, ge=1, le=256, description="windows scored per text; the rest is ignored")
     warm_up: bool = True
