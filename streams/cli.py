@@ -351,22 +351,10 @@ def train(
     epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
 ) -> None:
     """Fine-tune the packaged MiniLM encoder on the financial corpus plus packaged tweets."""
-    from dataclasses import replace
+    from models.train import recipe_from_options, train as run
 
-    from models.train import DEFAULT, QUICK, train as run
-
-    recipe = replace(QUICK if quick else DEFAULT, lora=lora)
-    if teacher:
-        recipe = replace(recipe, teacher=str(teacher))
-    if keep_layers:
-        try:
-            recipe = replace(recipe, keep_layers=tuple(int(i) for i in keep_layers.split(",")))
-        except ValueError:
-            raise typer.BadParameter(f"expected comma-separated layer numbers such as 0,2,4, got {keep_layers!r}",
-                                     param_hint="--keep-layers") from None
-    if epochs:
-        recipe = replace(recipe, epochs=epochs)
-    record = run(out, recipe)
+    record = run(out, recipe_from_options(quick=quick, lora=lora, epochs=epochs, teacher=teacher,
+                                          keep_layers=keep_layers))
     console.print_json(json.dumps({"out": str(out), **record["metrics"], "train_seconds": record["train_seconds"]}))
 
 
