@@ -55,22 +55,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu_tuning.json")
     args = parser.parse_args()
 
-    from tokenizers import Tokenizer
-
-    from export.manifest import verify_directory
-    from streams.model import SentimentModel, _usable_cores, load_model, open_session
+    from export.manifest import read_manifest
+    from streams.model import SentimentModel, _usable_cores, load_model
     from streams.samples import sample_items
 
     texts = [(i.get("headline") or i.get("text")) for i in sample_items(args.texts, seed=99)]
-    manifest = verify_directory(args.model_dir)
-    path = args.model_dir / manifest.variant(args.variant).file
+    manifest = read_manifest(args.model_dir)
     cores = _usable_cores()
 
     def build(c: dict) -> SentimentModel:
-        session = open_session(path, ["CPUExecutionProvider"], c["threads"], c["disabled"])
-        return SentimentModel(args.model_dir, manifest, args.variant, session,
-                              Tokenizer.from_file(str(args.model_dir / manifest.tokenizer)),
-                              max_batch=c["max_batch"], parallel=c["parallel"])
+        return load_model(args.model_dir, variant=args.variant, providers=["CPUExecutionProvider"],
+                          intra_op_threads=c["threads"], max_batch=c["max_batch"], parallel=c["parallel"],
+                          disabled_optimizers=c["disabled"])
 
     def score_all(model: SentimentModel, pool: list[str]) -> np.ndarray:
         return np.concatenate([model.predict_proba(pool[i : i + args.call]) for i in range(0, len(pool), args.call)])

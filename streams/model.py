@@ -338,12 +338,14 @@ def load_model(
     chunk_overlap: int = 32,
     max_chunks: int = 8,
     warm_up: bool = False,
+    disabled_optimizers: Sequence[str] | None = None,
 ) -> SentimentModel:
     """Verify and load a model directory.
 
     ``max_batch``, ``parallel`` and ``intra_op_threads`` default to
     :func:`runtime_defaults` for the provider in use (``intra_op_threads=0``:
-    ORT's own default).
+    ORT's own default). ``disabled_optimizers`` goes to :func:`open_session`
+    (default: :data:`CPU_DISABLED_OPTIMIZERS` on CPU).
 
     Raises :class:`~export.manifest.ManifestError` for a missing, incomplete or
     tampered directory.
@@ -358,7 +360,7 @@ def load_model(
     defaults = runtime_defaults(chosen_providers[0])
     threads = defaults["intra_op_threads"] if intra_op_threads is None else intra_op_threads
     try:
-        session = open_session(path, chosen_providers, threads)
+        session = open_session(path, chosen_providers, threads, disabled_optimizers)
     except Exception as exc:  # ORT raises its own exception types
         raise ManifestError(f"ONNX Runtime cannot load {path}: {exc}") from exc
     in_use = session.get_providers()[0]
@@ -369,7 +371,7 @@ def load_model(
         return load_model(directory, variant=variant or choose_variant(manifest, in_use),
                           providers=session.get_providers(), intra_op_threads=intra_op_threads,
                           max_batch=max_batch, parallel=parallel, chunk_overlap=chunk_overlap,
-                          max_chunks=max_chunks, warm_up=warm_up)
+                          max_chunks=max_chunks, warm_up=warm_up, disabled_optimizers=disabled_optimizers)
     tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer))
     model = SentimentModel(directory, manifest, key, session, tokenizer,
                            max_batch=max_batch or defaults["max_batch"], parallel=parallel or defaults["parallel"],
