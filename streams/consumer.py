@@ -1,47 +1,81 @@
-"""Never commit a Kafka offset past a message that is still being processed.
+"""Never commit a Kafka offset past a message that was not processed.
 
-faust-streaming 0.15.3 can commit past an in-flight message, which loses it
-on the next restart (faust-streaming issue #606, fix proposed in PR #707):
+faust-streaming 0.15.3 loses messages when a worker restarts or a rebalance
+moves partitions while a live stream is arriving (docs/kafka.md has the
+evidence). The chain, all inside Faust's consumer:
 
-1. ``Consumer._new_offset`` lets the acked run start one past the committed
-   offset (``min(acked) - committed > 1``), so with committed = N, N still
-   processing and N+1.. acked, it commits N+2.. and N is never seen again.
-2. ``Consumer._add_gap`` records the gap before a newly fetched message as
-   ``[last_read + 1, offset]`` *inclusive*, so the new message itself is
-   treated as a hole in the log and merged into the acked run while it is
-   still being processed.
+1. **Stale records after a seek.** After an assignment Faust resumes the
+   fetcher, then recovery seeks every partition back to its committed offset.
+   The drain loop is still yielding records of a fetch made *before* the seek,
+   so they arrive after ``perform_seek`` reset the read offset.
+2. **The jump becomes a "gap".** The first stale record is far ahead of the
+   reset read offset, so Faust records the offsets in between as a gap in the
+   log (offsets the broker never had) although it delivered them moments ago.
+3. **Delivered messages are skipped, then dropped.** Records delivered while
+   recovery holds flow control are skipped by the stream without an ack; their
+   re-fetched copies are dropped as "already read" (``DROPPED MESSAGE ROFF``)
+   because the stale records pushed the read offset past them.
+4. **The gap is committed.** Gaps count as done, the head guard is off by one
+   (``min(acked) - committed > 1``), so the commit moves past messages that no
+   stream ever processed.
 
-Both are fixed here in a consumer subclass, used through the app's transport,
-by enforcing the invariant directly: the committable offset is capped at the
-smallest offset of this partition that was handed to a stream and not acked,
-and a gap never includes a delivered message. See docs/kafka.md.
+This module enforces the invariant directly instead of patching each step:
+the committed offset advances over an offset only if a stream acked it, or if
+the broker never handed it out (a real gap: compaction, transaction markers).
+
+* The consumer thread counts seeks per partition at the moment the fetch
+  position changes, and tags each fetched batch with the counts it was fetched
+  under; a record whose partition was sought since is stale and is not
+  delivered (the seek fetches it again). aiokafka itself never returns
+  pre-seek data after a seek, so the check is exact.
+* Every offset handed to Faust stays "delivered" until a stream acks it.
+  Commits stop below the oldest delivered-but-unacked offset of a partition
+  (in flight, or skipped by a stream), gaps never cover one, and the head of
+  the acked run must be the committed offset itself.
+* A partition whose commit stays blocked by a delivered message that no
+  stream holds (skipped, never re-fetched) is sought back to its committed
+  offset, so it is delivered again instead of stalling.
+
+It also makes Faust's fixed 1500 ms fetch wait a setting.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import logging
+import time
+from collections import defaultdict
+from typing import Any, AsyncIterator, Optional
 
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP
+from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
 
-__all__ = ["SafeCommitConsumer", "SafeCommitTransport", "SafeCommitApp", "smallest_in_flight"]
+__all__ = ["SafeCommitConsumer", "SafeCommitTransport", "SafeCommitApp", "OffsetLedgerStats"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a commit may stay blocked by a delivered message no stream holds before the partition is re-sought.
+STALL_RESEEK_AFTER = 10.0
 
 
-def smallest_in_flight(consumer, tp: TP) -> Optional[int]:
-    """Lowest offset on ``tp`` delivered to a stream and not yet acked."""
-    offsets = [m.offset for m in list(consumer._unacked_messages) if m.tp == tp and not m.acked]
-    return min(offsets) if offsets else None
+class _Fetched(dict):
+    """Records of one fetch, with the per-partition seek counts they were fetched under."""
+
+    seeks: dict
 
 
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
-    """Faust hard-codes ``fetch_max_wait_ms=1500``; make it a setting.
+    """Counts seeks per partition; makes Faust's fixed 1500 ms fetch wait a setting.
 
     A broker answers a fetch as soon as data arrives, or after this wait. Some
     brokers (tansu, see docs/kafka.md) only answer at the deadline, so the wait
     becomes pure latency there.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seeks: dict[TP, int] = defaultdict(int)
 
     def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)
@@ -50,12 +84,93 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
             consumer._fetch_max_wait_ms = int(wait_ms)  # read by AIOKafkaConsumer.start()
         return consumer
 
+    def _count_seeks(self, fetcher) -> None:
+        # Every position change (Faust's seek, seek_to_committed) goes through Fetcher.seek_to.
+        if getattr(fetcher, "_finsentry_counted", False):
+            return
+        seek_to = fetcher.seek_to
+
+        def counted_seek_to(tp, offset):
+            self.seeks[TP(tp.topic, tp.partition)] += 1
+            return seek_to(tp, offset)
+
+        fetcher.seek_to = counted_seek_to
+        fetcher._finsentry_counted = True
+
+    async def _fetch_records(self, consumer, active_partitions, timeout=None, max_records=None):
+        if consumer._fetcher is not None:
+            self._count_seeks(consumer._fetcher)
+        records = await super()._fetch_records(consumer, active_partitions, timeout=timeout,
+                                               max_records=max_records)
+        # no await between the fetch returning and this snapshot: it is the fetch's own view
+        fetched = _Fetched(records)
+        fetched.seeks = dict(self.seeks)
+        return fetched
+
+
+class OffsetLedgerStats:
+    """Counters of what the ledger prevented, for logs, metrics and tests."""
+
+    def __init__(self) -> None:
+        self.stale_records = 0  # fetched before a seek of their partition, not delivered
+        self.gap_offsets_refused = 0  # delivered offsets that a gap would have covered
+        self.reseeks = 0  # blocked partitions sought back to their committed offset
+
 
 class SafeCommitConsumer(aiokafka_driver.Consumer):
-    """aiokafka consumer whose commits respect in-flight messages."""
+    """aiokafka consumer whose commits never pass an unprocessed message (see module docstring)."""
+
+    _thread: _ConsumerThread
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._delivered: dict[TP, set[int]] = defaultdict(set)
+        self._batch_seeks: dict | None = None
+        self._blocked_since: dict[TP, tuple[int, float]] = {}
+        self.ledger = OffsetLedgerStats()
 
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    # -- delivery ---------------------------------------------------------------------------------
+
+    async def _wait_next_records(self, timeout: float):
+        records, active = await super()._wait_next_records(timeout)
+        self._batch_seeks = getattr(records, "seeks", None)
+        return records, active
+
+    def _is_stale(self, tp: TP) -> bool:
+        fetched_under = self._batch_seeks
+        if fetched_under is None:
+            return False
+        return self._thread.seeks.get(tp, 0) != fetched_under.get(tp, 0)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        async for tp, message in super().getmany(timeout):
+            if self._is_stale(tp):
+                self.ledger.stale_records += 1
+                continue  # fetched before this partition was sought: the seek fetches it again
+            if acks_enabled_for(message.topic):
+                committed = self._committed_offset[tp]
+                if committed is None or message.offset >= committed:
+                    self._delivered[tp].add(message.offset)
+            yield tp, message
+
+    def ack(self, message: Message) -> bool:
+        result = super().ack(message)
+        delivered = self._delivered.get(message.tp)
+        if delivered is not None and message.acked:
+            delivered.discard(message.offset)
+        return result
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        for tp in revoked:
+            self._delivered.pop(tp, None)
+            self._blocked_since.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    # -- commit bookkeeping -----------------------------------------------------------------------
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Faust passes the offset of the message being delivered as offset_to;
@@ -63,34 +178,68 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
         if offset_to - 1 >= offset_from:
             await super()._add_gap(tp, offset_from, offset_to - 1)
 
+    def _oldest_undone(self, tp: TP) -> Optional[int]:
+        """Oldest offset of ``tp`` handed to a stream and not acked (in flight or skipped)."""
+        delivered = self._delivered.get(tp)
+        committed = self._committed_offset[tp]
+        if delivered and committed is not None:
+            delivered.difference_update([o for o in delivered if o < committed])  # done by definition
+        return min(delivered) if delivered else None
+
     def _new_offset(self, tp: TP) -> Optional[int]:
         acked = self._acked[tp]
         if not acked:
             return None
+        undone = self._oldest_undone(tp)
         max_offset = max(acked)
         gaps = self._gap[tp]
-        if gaps:  # offsets the broker never delivered count as done
+        if gaps:  # offsets the broker never delivered count as done, never a delivered one
+            delivered = self._delivered.get(tp, set())
             merged: list[int] = []
             for interval in sorted(gaps.overlap(0, max_offset), key=lambda iv: iv.begin):
-                merged.extend(range(interval.begin, interval.end))
+                for o in range(interval.begin, interval.end):
+                    if o in delivered:
+                        self.ledger.gap_offsets_refused += 1
+                    else:
+                        merged.append(o)
             if merged:
                 index = self._acked_index[tp]
                 acked.extend(o for o in merged if o not in index)
                 index.update(merged)
-                gaps.chop(0, max(merged[-1], max_offset) + 1)
+            gaps.chop(0, max_offset + 1)
         acked.sort()
         committed = self._committed_offset[tp]
-        if committed is not None and min(acked) - committed > 1:
-            return None  # offsets before the acked run are not done yet
+        if committed is not None and min(acked) > committed:
+            self._note_blocked(tp, committed, undone)
+            return None  # the committed offset itself is not done yet
         run = list(next(consecutive_numbers(acked)))
-        in_flight = smallest_in_flight(self, tp)
-        if in_flight is not None:
-            run = [o for o in run if o < in_flight]
+        if undone is not None:
+            run = [o for o in run if o < undone]
             if not run:
+                self._note_blocked(tp, committed, undone)
                 return None
+        self._blocked_since.pop(tp, None)
         del acked[: len(run)]
         self._acked_index[tp].difference_update(run)
         return run[-1] + 1
+
+    def _note_blocked(self, tp: TP, committed: Optional[int], undone: Optional[int]) -> None:
+        """Re-seek a partition whose commit is held by a delivered message that no stream holds."""
+        if committed is None or undone is None or undone != committed:
+            return
+        if any(m.tp == tp and m.offset == undone and not m.acked for m in list(self._unacked_messages)):
+            self._blocked_since.pop(tp, None)  # a stream is processing it: wait
+            return
+        since = self._blocked_since.setdefault(tp, (undone, time.monotonic()))
+        if since[0] != undone:
+            self._blocked_since[tp] = (undone, time.monotonic())
+        elif time.monotonic() - since[1] > STALL_RESEEK_AFTER:
+            self._blocked_since.pop(tp, None)
+            self.ledger.reseeks += 1
+            log.warning("%s: offset %d was delivered but never processed; seeking back to it", tp, undone)
+            self._delivered[tp].discard(undone)
+            self._read_offset[tp] = committed
+            self._thread.seek(tp, committed)
 
 
 class SafeCommitTransport(aiokafka_driver.Transport):

@@ -1,12 +1,14 @@
-"""The consumer never commits past an in-flight message (faust-streaming #606).
+"""The consumer never commits past a message that was not processed.
 
-These drive the real consumer class's offset bookkeeping with the exact
-states from the upstream report; the stock 0.15.3 logic is run beside it to
-show the loss it would cause.
+These drive the real consumer class's offset bookkeeping with the states that
+lose messages in stock faust-streaming 0.15.3 (the upstream #606 report and the
+restart race in docs/kafka.md); the stock logic runs beside it to show the loss
+it would cause. The end-to-end proof is tests/test_faults.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -14,7 +16,8 @@ from faust.transport.drivers.aiokafka import Consumer as StockConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.consumer import SafeCommitConsumer
+from streams import consumer as consumer_module
+from streams.consumer import OffsetLedgerStats, SafeCommitConsumer
 
 TOPIC = TP("news.items", 0)
 
@@ -26,15 +29,33 @@ class _Msg:
     acked: bool = False
 
 
-def _consumer(cls, committed, acked, in_flight=(), gaps=()):
-    consumer = object.__new__(cls)  # bookkeeping only: no broker connection needed
+class _Thread:
+    def __init__(self) -> None:
+        self.seeks: dict = defaultdict(int)
+        self.sought: list = []
+
+    def seek(self, tp, offset):
+        self.seeks[tp] += 1
+        self.sought.append((tp, offset))
+
+
+def _consumer(cls, committed, acked, in_flight=(), gaps=(), skipped=()):
+    """Bookkeeping only, no broker. ``in_flight``: delivered and held by a stream; ``skipped``: delivered,
+    then dropped by a stream without an ack (Faust skips events while recovery holds flow control)."""
+    consumer = object.__new__(cls)
     consumer._acked = defaultdict(list, {TOPIC: sorted(acked)})
     consumer._acked_index = defaultdict(set, {TOPIC: set(acked)})
     consumer._committed_offset = defaultdict(lambda: None, {TOPIC: committed})
+    consumer._read_offset = defaultdict(lambda: None)
     consumer._gap = defaultdict(IntervalTree)
     for begin, end in gaps:
         consumer._gap[TOPIC].addi(begin, end)
     consumer._unacked_messages = {_Msg(TOPIC, o) for o in in_flight}
+    consumer._delivered = defaultdict(set, {TOPIC: set(in_flight) | set(skipped)})
+    consumer._blocked_since = {}
+    consumer._batch_seeks = None
+    consumer._thread = _Thread()
+    consumer.ledger = OffsetLedgerStats()
     return consumer
 
 
@@ -42,6 +63,14 @@ def test_head_message_in_flight_blocks_commit():
     # committed=2585 (next to read), 2585 still processing, 2586..2589 acked
     state = dict(committed=2585, acked=[2586, 2587, 2588, 2589], in_flight=[2585])
     assert StockConsumer._new_offset(_consumer(StockConsumer, **state), TOPIC) == 2590  # would lose 2585
+    assert SafeCommitConsumer._new_offset(_consumer(SafeCommitConsumer, **state), TOPIC) is None
+
+
+def test_head_message_skipped_by_a_stream_blocks_commit():
+    # 2585 was delivered while recovery held flow control: the stream dropped it without an ack,
+    # so nothing holds it in flight; stock faust commits past it, the ledger does not
+    state = dict(committed=2585, acked=[2586, 2587, 2588], skipped=[2585])
+    assert StockConsumer._new_offset(_consumer(StockConsumer, **state), TOPIC) == 2589
     assert SafeCommitConsumer._new_offset(_consumer(SafeCommitConsumer, **state), TOPIC) is None
 
 
@@ -53,6 +82,7 @@ def test_fresh_group_with_out_of_order_batches_does_not_skip_first_batch():
     assert SafeCommitConsumer._new_offset(safe, TOPIC) is None
     # once the first batch is acked, everything is committable and nothing is forgotten
     safe._unacked_messages = set()
+    safe._delivered[TOPIC].clear()
     safe._acked[TOPIC] = sorted(list(range(16)) + safe._acked[TOPIC])
     safe._acked_index[TOPIC].update(range(16))
     assert SafeCommitConsumer._new_offset(safe, TOPIC) == 32
@@ -70,9 +100,18 @@ def test_real_gaps_in_the_log_are_skipped_but_never_a_delivered_message():
     assert SafeCommitConsumer._new_offset(consumer, TOPIC) == 14
 
 
-def test_gap_before_a_delivered_message_excludes_that_message():
-    import asyncio
+def test_a_gap_over_delivered_messages_is_refused():
+    # the restart race: after the seek back to 386, a stale record 424 makes faust record the gap
+    # [387, 423] over messages it delivered before the seek and that a stream skipped
+    state = dict(committed=386, acked=[386] + list(range(424, 430)), gaps=[(387, 424)],
+                 skipped=list(range(387, 424)))
+    assert StockConsumer._new_offset(_consumer(StockConsumer, **state), TOPIC) == 430  # would lose 387..423
+    safe = _consumer(SafeCommitConsumer, **state)
+    assert SafeCommitConsumer._new_offset(safe, TOPIC) == 387
+    assert safe.ledger.gap_offsets_refused == 37
 
+
+def test_gap_before_a_delivered_message_excludes_that_message():
     stock = _consumer(StockConsumer, committed=10, acked=[])
     safe = _consumer(SafeCommitConsumer, committed=10, acked=[])
     # faust calls _add_gap(tp, last_read + 1, offset_of_message_being_delivered)
@@ -81,3 +120,38 @@ def test_gap_before_a_delivered_message_excludes_that_message():
     assert stock._gap[TOPIC].overlaps(14)  # stock: the delivered message counts as a hole
     assert not safe._gap[TOPIC].overlaps(14)
     assert all(safe._gap[TOPIC].overlaps(o) for o in (11, 12, 13))
+
+
+def test_records_fetched_before_a_seek_of_their_partition_are_stale():
+    safe = _consumer(SafeCommitConsumer, committed=10, acked=[])
+    other = TP("social.posts", 0)
+    safe._batch_seeks = {TOPIC: 1, other: 4}  # counts when the batch was fetched
+    safe._thread.seeks.update({TOPIC: 1, other: 4})
+    assert not safe._is_stale(TOPIC) and not safe._is_stale(other)
+    safe._thread.seeks[TOPIC] += 1  # recovery seeks news.items back to its committed offset
+    assert safe._is_stale(TOPIC)
+    assert not safe._is_stale(other)  # a partition that was not sought keeps its records
+
+
+def test_a_skipped_head_is_sought_again_instead_of_stalling(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: clock[0])
+    safe = _consumer(SafeCommitConsumer, committed=50, acked=[51, 52], skipped=[50])
+    assert SafeCommitConsumer._new_offset(safe, TOPIC) is None
+    clock[0] += consumer_module.STALL_RESEEK_AFTER / 2
+    assert SafeCommitConsumer._new_offset(safe, TOPIC) is None
+    assert safe._thread.sought == []  # not yet
+    clock[0] += consumer_module.STALL_RESEEK_AFTER
+    assert SafeCommitConsumer._new_offset(safe, TOPIC) is None
+    assert safe._thread.sought == [(TOPIC, 50)]
+    assert safe._read_offset[TOPIC] == 50 and safe.ledger.reseeks == 1
+
+
+def test_a_head_held_by_a_stream_is_never_sought(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: clock[0])
+    safe = _consumer(SafeCommitConsumer, committed=50, acked=[51, 52], in_flight=[50])
+    for _ in range(3):
+        assert SafeCommitConsumer._new_offset(safe, TOPIC) is None
+        clock[0] += consumer_module.STALL_RESEEK_AFTER
+    assert safe._thread.sought == []
