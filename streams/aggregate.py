@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,10 +23,10 @@ import faust
 
 from streams.engine import Aggregator, Effects, EngineConfig
 from streams.publish import deliver
-from streams.records import Alert, Mention
+from streams.records import Alert, DeadLetter, Mention
 from streams.rules import load_rules
 from streams.settings import Settings
-from streams.sink import make_sink
+from streams.sink import Rejected, make_sink
 
 __all__ = ["TABLE_NAME", "engine_config", "attach_aggregation", "changelog_topic", "mark_changelog_end",
            "CHANGELOG_END_KEY"]
@@ -86,6 +87,16 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
+async def _end_changelog_batches(app: faust.App, table: Any, partitions: set[int]) -> None:
+    """Close each written changelog partition with a single-record batch (the tansu workaround of
+    :func:`mark_changelog_end`, applied as the states are written, so that a worker that takes a
+    partition over after a rebalance recovers all of it, not only a restarted one)."""
+    await app.producer.flush()
+    for partition in sorted(partitions):
+        sent = await table.changelog_topic.send(key=CHANGELOG_END_KEY, value=None, partition=partition)
+        await sent
+
+
 def _save(table: Any, partition: int, key: str, value: dict) -> None:
     """``table[key] = value`` for a state whose ticker lives in ``partition``.
 
@@ -98,8 +109,20 @@ def _save(table: Any, partition: int, key: str, value: dict) -> None:
     table.data[key] = value
 
 
-def attach_aggregation(app: faust.App, settings: Settings) -> dict[str, Any]:
-    """Declare the mentions/alerts topics, the state table and the agent on ``app``."""
+def _rejected_point(bad: Rejected, mention_topic: str, worker: str) -> DeadLetter:
+    """A dead letter for a point the aggregator made and InfluxDB refused (no input message is its
+    source: topic = the mentions topic, partition and offset -1, value = the line)."""
+    measurement = bad.line.split(",", 1)[0]
+    return DeadLetter.of(stage="sink", reason=f"InfluxDB rejected a {measurement} point: {bad.reason}",
+                         topic=mention_topic, partition=-1, offset=-1, key=None,
+                         value=bad.line.encode("utf-8"), failed_at=datetime.now(timezone.utc), worker=worker)
+
+
+def attach_aggregation(app: faust.App, settings: Settings, dead_letters: faust.TopicT) -> dict[str, Any]:
+    """Declare the mentions/alerts topics, the state table and the agent on ``app``.
+
+    Points InfluxDB refuses go to ``dead_letters`` with the server's reason.
+    """
     t = settings.topics
     rules = load_rules(settings.alerts.rules_file, windows=settings.alerts.windows)
     mentions = app.topic(t.mentions, key_type=bytes, value_type=Mention, key_serializer="raw")
@@ -108,6 +131,7 @@ def attach_aggregation(app: faust.App, settings: Settings) -> dict[str, Any]:
                       help="per-ticker windows, baselines and open incidents")
     engine = Aggregator(rules, engine_config(settings), table)
     sink = make_sink(settings.influx)
+    worker = socket.gethostname()
     stats = {"mentions": 0, "duplicates": 0, "late": 0, "closed_windows": 0, "alerts": 0}
 
     @app.on_partitions_revoked.connect
@@ -127,16 +151,20 @@ def attach_aggregation(app: faust.App, settings: Settings) -> dict[str, Any]:
                 now = datetime.now(timezone.utc)
                 for event in events:
                     engine.observe(event.value, event.message.partition, now=now, effects=effects)
-                if effects.points:
-                    rejected = await sink.write(effects.points)
-                    for bad in rejected:  # our own points: a rejection is a bug or a schema clash, say so loudly
-                        log.error("InfluxDB rejected an aggregate point: %s (%s)", bad.line[:200], bad.reason)
-                await deliver([(alerts, a.dedup_key.encode(), a) for a in effects.alerts],
-                              f"{len(effects.alerts)} alerts")
+                rejected = await sink.write(effects.points) if effects.points else []
+                for bad in rejected:  # our own points: a rejection is a bug or a schema clash, say so loudly
+                    log.error("InfluxDB rejected an aggregate point: %s (%s)", bad.line[:200], bad.reason)
+                await deliver([(alerts, a.dedup_key.encode(), a) for a in effects.alerts]
+                              + [(dead_letters, None, _rejected_point(bad, t.mentions, worker)) for bad in rejected],
+                              f"{len(effects.alerts)} alerts / {len(rejected)} rejected points")
                 for alert in effects.alerts:
                     log.info("alert %s %s: %s", alert.status, alert.dedup_key, alert.suggestion)
+                written = set()
                 for key, value in effects.writes():
                     _save(table, value["partition"], key, value)
+                    written.add(value["partition"])
+                if written and settings.kafka.changelog_end_marker:
+                    await _end_changelog_batches(app, table, written)
                 engine.commit(effects)
                 stats["mentions"] += effects.mentions
                 stats["duplicates"] += effects.duplicates

@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     scores_topic = app.topic(t.scores, key_type=bytes, value_type=Score, key_serializer="raw")
     dead_topic = app.topic(t.dead_letter, key_type=bytes, value_type=DeadLetter, key_serializer="raw")
     kind_by_topic = {t.news: "news", t.social: "social"}
-    aggregation = attach_aggregation(app, settings) if settings.alerts.enabled else None
+    aggregation = attach_aggregation(app, settings, dead_topic) if settings.alerts.enabled else None
     mentions_topic = aggregation["mentions_topic"] if aggregation else None
     if aggregation and settings.alerts.webhook_url is not None:
         attach_webhook(app, settings, aggregation["alerts_topic"], dead_topic)
@@ -167,9 +167,34 @@ def create_app(settings: Settings | None = None) -> faust.App:
         finally:
             await sink.stop()
 
+    failures: dict[tuple[str, int, int], int] = {}  # (topic, partition, offset) -> unexpected failures
+
+    async def _process(batch: list[Incoming]) -> BatchResult:
+        """Score a batch; if it fails unexpectedly, score its messages one by one, so one bad message
+        costs one dead letter: a message that fails twice on its own is dead-lettered, never retried forever."""
+        scorer = state["scorer"]
+        try:
+            return await scorer.process(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not stop the stream nor lose the batch
+            if len(batch) > 1:
+                log.exception("batch of %d failed unexpectedly; scoring its messages one by one", len(batch))
+                results = [await _process([msg]) for msg in batch]
+                return BatchResult.merge(results)
+            msg = batch[0]
+            key = (msg.topic, msg.partition, msg.offset)
+            failures[key] = failures.get(key, 0) + 1
+            if failures[key] < 2:
+                log.exception("%s[%d]@%d failed unexpectedly; trying it once more", *key)
+                return await _process(batch)
+            del failures[key]
+            return BatchResult(dead_letters=[scorer.dead_letter(
+                msg, "score", f"internal error (failed twice): {type(exc).__name__}: {exc}", None,
+                datetime.now(timezone.utc))])
+
     async def _consume(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(settings.batch.size, within=settings.batch.wait):
-            scorer = state["scorer"]
             batch = [
                 Incoming(
                     topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,
@@ -177,16 +202,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 )
                 for e in events
             ]
-            try:
-                result = await scorer.process(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug must not stop the stream nor lose the batch
-                log.exception("batch of %d failed unexpectedly; dead-lettering it", len(batch))
-                result = BatchResult(dead_letters=[
-                    scorer.dead_letter(m, "score", f"internal error: {type(exc).__name__}: {exc}", None,
-                                 datetime.now(timezone.utc)) for m in batch
-                ])
+            result = await _process(batch)
             await _publish(result)
             for event in events:
                 await stream.ack(event)

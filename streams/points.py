@@ -1,7 +1,12 @@
 """Scores -> InfluxDB points (line protocol), shaped for idempotent writes.
 
 InfluxDB identifies a point by measurement + tag set + timestamp; writing the
-same identity again overwrites it. So the timestamp is the item's event time
+same identity again overwrites it. So every part of that identity comes from
+the item alone: the tags are the ticker and the item's source, never anything
+the model or the delivery decided (label, model, input topic are fields: a
+re-scored item whose int8 label flipped with its batch neighbours, a replay
+into another topic, or a new model version overwrites the point instead of
+adding one in another series). The timestamp is the item's event time
 (``published_at``) truncated to the second, plus a deterministic sub-second
 offset derived from the item id (a 64-bit hash modulo 10^9 ns): the same item
 always lands on the same point (re-processing after a crash adds nothing),
@@ -67,7 +72,10 @@ def event_time_ns(published_at: datetime, item_id: str) -> int:
 
 
 def score_points(score: Score, headline_chars: int = 200) -> list[str]:
-    """One line per ticker (or one tagged ``ticker=_none``), same timestamp."""
+    """One line per ticker (or one tagged ``ticker=_none``), same timestamp.
+
+    Series key: ``ticker`` + ``source`` (both from the item); everything else is a field.
+    """
     ts = event_time_ns(score.published_at, score.id)
     lines = []
     for ticker in score.tickers or [NO_TICKER]:
@@ -75,9 +83,9 @@ def score_points(score: Score, headline_chars: int = 200) -> list[str]:
             Point(SENTIMENT_MEASUREMENT)
             .tag("ticker", ticker)
             .tag("source", score.source)
-            .tag("kind", score.kind)
-            .tag("label", score.label)
-            .tag("model", score.model_name)
+            .field("label", score.label)
+            .field("kind", score.kind)
+            .field("model", score.model_name)
             .field("score", float(score.score))
             .field("p_negative", float(score.p_negative))
             .field("p_neutral", float(score.p_neutral))

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from streams.records import DeadLetter
 from streams.settings import KafkaSettings, TopicSettings
 
-__all__ = ["Outgoing", "read_items", "route", "publish", "producer_kwargs", "deliver"]
+__all__ = ["Outgoing", "read_items", "route", "publish", "producer_kwargs", "deliver", "UndeliverableRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def route(payload: bytes, topics: TopicSettings, force_topic: str | None = None)
     """Pick topic and key; unparseable payloads still go out (the worker dead-letters them)."""
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         data = None
     key = None
     topic = force_topic or topics.news
@@ -118,11 +119,20 @@ async def publish(messages: Iterable[Outgoing], kafka: KafkaSettings, *, rate: f
     return sent
 
 
+class UndeliverableRecord(RuntimeError):
+    """The broker refuses the record itself (too large); retrying cannot help."""
+
+
 async def deliver(records: Sequence[tuple[Any, bytes | None, Any]], what: str) -> None:
     """Send ``(faust topic, key, value)`` records from a worker (acks=all), retrying with capped
     backoff until the broker has taken all of them. A retry may send a record twice: every
-    consumer of these topics keys on ids."""
-    from aiokafka.errors import KafkaError
+    consumer of these topics keys on ids.
+
+    A record the broker refuses for its size is isolated from its batch; a dead letter is then
+    sent again without the original bytes (their size and sha256 stay), anything else raises
+    :class:`UndeliverableRecord`.
+    """
+    from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
     delay = 0.5
     while records:
@@ -130,6 +140,18 @@ async def deliver(records: Sequence[tuple[Any, bytes | None, Any]], what: str) -
             sends = [await topic.send(key=key, value=value, force=True) for topic, key, value in records]
             await asyncio.gather(*sends)
             return
+        except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
+            if len(records) > 1:
+                for record in records:
+                    await deliver([record], what)
+                return
+            topic, key, value = records[0]
+            if isinstance(value, DeadLetter) and value.value_b64:
+                log.error("dead letter for %s[%d]@%d too large for the broker (%s); sending it without the "
+                          "original bytes", value.topic, value.partition, value.offset, exc)
+                records = [(topic, key, value.without_payload())]
+                continue
+            raise UndeliverableRecord(f"{what}: the broker refuses the record: {exc}") from exc
         except KafkaError as exc:
             log.warning("sending %s failed, retrying in %.1fs: %s", what, delay, exc)
             await asyncio.sleep(delay)

@@ -9,6 +9,7 @@ topic and :class:`DeadLetter` on the dead-letter topic. All three are
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime
 from typing import Literal
 
@@ -140,8 +141,17 @@ class Alert(faust.Record, serializer="json", isodates=True, include_metadata=Fal
     title: str = ""
 
 
+#: Bytes of the original value a dead letter carries; larger values are cut here and identified by size
+#: and sha256, so a dead letter always fits the broker's default 1 MB message limit (base64 adds a third).
+DEAD_LETTER_VALUE_BYTES = 256 * 1024
+#: Characters of the reason a dead letter carries.
+DEAD_LETTER_REASON_CHARS = 2000
+
+
 class DeadLetter(faust.Record, serializer="json", isodates=True, include_metadata=False):
-    """An input that could not be processed, with the bytes exactly as received."""
+    """An input that could not be processed, with the bytes as received (cut beyond
+    :data:`DEAD_LETTER_VALUE_BYTES`: then ``value_truncated`` is set and ``value_size``/``value_sha256``
+    identify the original)."""
 
     stage: str  # Stage
     reason: str
@@ -153,6 +163,9 @@ class DeadLetter(faust.Record, serializer="json", isodates=True, include_metadat
     failed_at: datetime
     worker: str = ""
     item_id: str | None = None
+    value_size: int = 0
+    value_sha256: str = ""
+    value_truncated: bool = False
 
     @classmethod
     def of(
@@ -168,21 +181,32 @@ class DeadLetter(faust.Record, serializer="json", isodates=True, include_metadat
         failed_at: datetime,
         worker: str = "",
         item_id: str | None = None,
+        max_value_bytes: int = DEAD_LETTER_VALUE_BYTES,
     ) -> "DeadLetter":
+        value = value or b""
+        key = None if key is None else key[:max_value_bytes]
         return cls(
             stage=stage,
-            reason=reason,
+            reason=reason[:DEAD_LETTER_REASON_CHARS],
             topic=topic,
             partition=partition,
             offset=offset,
             key_b64=None if key is None else base64.b64encode(key).decode("ascii"),
-            value_b64=base64.b64encode(value or b"").decode("ascii"),
+            value_b64=base64.b64encode(value[:max_value_bytes]).decode("ascii"),
             failed_at=failed_at,
             worker=worker,
-            item_id=item_id,
+            item_id=None if item_id is None else item_id[:256],
+            value_size=len(value),
+            value_sha256=hashlib.sha256(value).hexdigest(),
+            value_truncated=len(value) > max_value_bytes,
         )
+
+    def without_payload(self) -> "DeadLetter":
+        """This dead letter without the original key and value (size and sha256 kept)."""
+        return DeadLetter(**{**self.asdict(), "key_b64": None, "value_b64": "", "value_truncated": True,
+                             "reason": (self.reason + " [original bytes dropped: too large for the broker]")})
 
     @property
     def original(self) -> bytes:
-        """The original message value, byte for byte."""
+        """The original message value, byte for byte (its first bytes if ``value_truncated``)."""
         return base64.b64decode(self.value_b64)

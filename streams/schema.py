@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,11 +25,19 @@ from pydantic import (
 
 from streams.records import Item, Stage
 
-__all__ = ["ItemV1", "BadInput", "parse_item", "json_schema", "SCHEMA_VERSION"]
+__all__ = ["ItemV1", "BadInput", "parse_item", "json_schema", "normalise_ticker", "SCHEMA_VERSION",
+           "MAX_TICKERS", "MAX_MESSAGE_BYTES", "EARLIEST", "LATEST"]
 
 SCHEMA_VERSION = 1
+#: Tickers one item may name: each becomes a point and a tag value, so an item cannot fan out without bound.
+MAX_TICKERS = 20
+#: Larger messages are dead-lettered before they are parsed (the text limit is far below this).
+MAX_MESSAGE_BYTES = 1_048_576
+#: ``published_at`` range: InfluxDB stores nanoseconds since 1970 in 64 bits (up to 2262-04-11).
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2262, 1, 1, tzinfo=timezone.utc)
 _TICKER = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,14}(:[A-Z0-9][A-Z0-9.\-]{0,14})?$")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BadInput(ValueError):
@@ -41,8 +50,21 @@ class BadInput(ValueError):
         self.item_id = item_id
 
 
-def _ticker(value: str) -> str:
-    symbol = value.strip().lstrip("$").upper()
+def normalise_ticker(value: str) -> str:
+    """The one ticker normalisation: trim, drop a leading ``$``, upper-case ASCII; anything that is
+    not then an ASCII symbol (``A-Z 0-9 . -``, optional ``EXCHANGE:``) is refused, never folded.
+
+    >>> normalise_ticker(" $brk.b ")
+    'BRK.B'
+    >>> normalise_ticker("ß")
+    Traceback (most recent call last):
+    ...
+    ValueError: not a ticker symbol: 'ß'
+    """
+    symbol = value.strip().removeprefix("$")
+    if not symbol.isascii():  # "ß".upper() == "SS", "ﬀ".upper() == "FF": never store what was not sent
+        raise ValueError(f"not a ticker symbol: {value!r}")
+    symbol = symbol.upper()
     if not _TICKER.match(symbol):
         raise ValueError(f"not a ticker symbol: {value!r}")
     return symbol
@@ -54,7 +76,23 @@ def _clean_id(value: str) -> str:
     return value
 
 
-Ticker = Annotated[str, AfterValidator(_ticker)]
+def _tag_safe(value: str) -> str:
+    # An InfluxDB tag value stores control characters and a backslash before the end or a separator
+    # altered; refuse them so that what is stored is what was sent.
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if _CONTROL.search(value) or "\\" in value:
+        raise ValueError("must not contain control characters or backslashes")
+    return value
+
+
+def _event_time(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    return value
+
+
+Ticker = Annotated[str, AfterValidator(normalise_ticker)]
 
 
 class ItemV1(BaseModel):
@@ -66,14 +104,18 @@ class ItemV1(BaseModel):
     id: Annotated[str, AfterValidator(_clean_id)] = Field(
         min_length=1, max_length=256, description="unique item id; also the Kafka key"
     )
-    source: str = Field(min_length=1, max_length=128, description="wire or platform, e.g. 'reuters', 'x'")
-    published_at: AwareDatetime = Field(description="event time, RFC 3339 with offset")
+    source: Annotated[str, AfterValidator(_tag_safe)] = Field(
+        min_length=1, max_length=128,
+        description="wire or platform, e.g. 'reuters', 'x'; no control characters or backslashes")
+    published_at: Annotated[AwareDatetime, AfterValidator(_event_time)] = Field(
+        description="event time, RFC 3339 with offset, years 1900-2261")
     headline: str | None = Field(None, description="news headline (news items)")
     text: str | None = Field(None, description="post text (social posts)")
     body: str | None = Field(None, description="article body or lede")
     url: str | None = Field(None, max_length=2048)
     author: str | None = Field(None, max_length=256)
-    tickers: list[Ticker] = Field(default_factory=list, max_length=64, description="symbols the item is about")
+    tickers: list[Ticker] = Field(default_factory=list, max_length=MAX_TICKERS,
+                                  description="symbols the item is about (ASCII, see normalise_ticker)")
     lang: str | None = Field(None, max_length=16, description="BCP 47 language tag")
 
     @model_validator(mode="after")
@@ -103,10 +145,24 @@ def _probable_id(data: Any) -> str | None:
     return None
 
 
-def parse_item(value: bytes | None, *, kind: str, max_text_chars: int) -> Item:
-    """Decode and validate one message value, or raise :class:`BadInput`."""
+def parse_item(value: bytes | None, *, kind: str, max_text_chars: int,
+               max_message_bytes: int = MAX_MESSAGE_BYTES) -> Item:
+    """Decode and validate one message value, or raise :class:`BadInput` (never anything else)."""
+    try:
+        return _parse(value, kind=kind, max_text_chars=max_text_chars, max_message_bytes=max_message_bytes)
+    except BadInput:
+        raise
+    except RecursionError:
+        raise BadInput("decode", "malformed JSON: nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - one bad message must cost one dead letter, whatever it is
+        raise BadInput("decode", f"unreadable message: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _parse(value: bytes | None, *, kind: str, max_text_chars: int, max_message_bytes: int) -> Item:
     if value is None:
         raise BadInput("decode", "empty message: value is null (tombstone)")
+    if len(value) > max_message_bytes:
+        raise BadInput("decode", f"message too large: {len(value)} bytes > limit {max_message_bytes}")
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -21,7 +21,7 @@ import numpy as np
 from streams.model import SentimentModel
 from streams.points import pipeline_point, score_points
 from streams.records import DeadLetter, Item, Score, Stage
-from streams.schema import BadInput, parse_item
+from streams.schema import MAX_TICKERS, BadInput, parse_item
 from streams.sink import InfluxSink
 
 __all__ = ["Incoming", "BatchResult", "BatchScorer"]
@@ -49,6 +49,19 @@ class BatchResult:
     points: int = 0
     inference_ms: float = 0.0
     total_ms: float = 0.0
+
+    @classmethod
+    def merge(cls, results: Sequence["BatchResult"]) -> "BatchResult":
+        """One result for messages that were scored in several calls."""
+        merged = cls()
+        for r in results:
+            merged.scores += r.scores
+            merged.sources += r.sources
+            merged.dead_letters += r.dead_letters
+            merged.points += r.points
+            merged.inference_ms += r.inference_ms
+            merged.total_ms += r.total_ms
+        return merged
 
 
 class BatchScorer:
@@ -87,10 +100,10 @@ class BatchScorer:
         )
 
     def _tickers(self, item: Item) -> list[str]:
-        """Tickers on the record win; otherwise the ones the text names."""
+        """Tickers on the record win; otherwise the first :data:`MAX_TICKERS` the text names."""
         if item.tickers or self.extract_tickers is None:
             return list(item.tickers)
-        return self.extract_tickers(item.scoring_text)
+        return self.extract_tickers(item.scoring_text)[:MAX_TICKERS]
 
     async def _infer(self, model: SentimentModel, texts: list[str]) -> np.ndarray:
         loop = asyncio.get_running_loop()
