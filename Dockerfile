@@ -8,7 +8,6 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY streams ./streams
 COPY export ./export
 COPY models ./models
-COPY scripts ./scripts
 RUN pip install -c constraints.txt ".[${ORT_EXTRA}]" && useradd --system --uid 10001 finsentry \
     && mkdir -p /var/lib/finsentry && chown finsentry /var/lib/finsentry
 USER finsentry

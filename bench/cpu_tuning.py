@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/cpu_tuning.py [--model-dir artifacts/model] [--variant int8]
 
-Scores the same texts through :class:`streams.model.SentimentModel` (tokenization
+Scores the same texts through :class:`streams.runtime.model.SentimentModel` (tokenization
 included, calls of ``--call`` texts like the worker's micro-batches) under each
 configuration, in rounds so that every configuration sees the same machine
 noise, and prints per configuration:
@@ -55,13 +55,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu_tuning.json")
     args = parser.parse_args()
 
-    from export.manifest import read_manifest
-    from streams.model import SentimentModel, _usable_cores, load_model
-    from streams.samples import sample_items
+    from streams.runtime import read_manifest
+    from streams.runtime import SentimentModel, load_model, usable_cores
+    from streams.tools.samples import sample_items
 
     texts = [(i.get("headline") or i.get("text")) for i in sample_items(args.texts, seed=99)]
     manifest = read_manifest(args.model_dir)
-    cores = _usable_cores()
+    cores = usable_cores()
 
     def build(c: dict) -> SentimentModel:
         return load_model(args.model_dir, variant=args.variant, providers=["CPUExecutionProvider"],

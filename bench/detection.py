@@ -5,7 +5,7 @@
 
 Scores every text of the held-out corpus test split once with the exported
 model (the worker's own ``load_model``), then runs the worker's aggregation
-engine (:class:`streams.engine.Aggregator`) over generated streams in arrival
+engine (:class:`streams.aggregation.engine.Aggregator`) over generated streams in arrival
 order: ``--event-streams`` days with injected events and ``--quiet-streams``
 days without any. Reports, for the default rules and for one-rule sweeps:
 
@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.engine import Aggregator, EngineConfig  # noqa: E402
-from streams.generator import StreamSpec, TextPool, generate, random_spec  # noqa: E402
-from streams.records import Mention  # noqa: E402
-from streams.rules import RuleSet, load_rules  # noqa: E402
+from streams.aggregation.engine import Aggregator, EngineConfig  # noqa: E402
+from streams.tools.generator import StreamSpec, TextPool, generate, random_spec  # noqa: E402
+from streams.contracts.records import Mention  # noqa: E402
+from streams.aggregation.rules import RuleSet, load_rules  # noqa: E402
 
 GRACE = timedelta(minutes=15)
 FITTING = {
@@ -45,7 +45,7 @@ FITTING = {
 
 
 def scored_pool(model_dir: Path, pool: TextPool) -> dict[str, tuple[float, str]]:
-    from streams.model import load_model
+    from streams.runtime import load_model
 
     model = load_model(model_dir)
     texts = sorted({t for rows in pool.texts.values() for t, _ in rows})
@@ -217,7 +217,7 @@ def main() -> int:
                       "/ticker-day")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"model_dir": str(args.model_dir), "rules": str(args.rules or "streams/alert_rules.yaml"),
+    meta = {"model_dir": str(args.model_dir), "rules": str(args.rules or "streams/aggregation/alert_rules.yaml"),
             "event_streams": len(event_streams), "quiet_streams": len(quiet_streams), "tickers": args.tickers,
             "mentions": n_items, "seconds": round(time.perf_counter() - started, 1), "config": config.__dict__}
     (args.out / "detection.json").write_text(json.dumps({"meta": meta, "results": results, "sweeps": sweeps},
@@ -228,7 +228,7 @@ def main() -> int:
         f"Command: `.venv/bin/python bench/detection.py` ({meta['seconds']} s). Model `{args.model_dir.name}`; "
         f"{len(event_streams)} generated days with {d['events']} injected events and {len(quiet_streams)} quiet days, "
         f"{args.tickers} tickers per day, {n_items} mentions in all. Texts: held-out corpus test split.", "",
-        "## Default rules (streams/alert_rules.yaml)", "",
+        "## Default rules (streams/aggregation/alert_rules.yaml)", "",
         "| | value |", "|---|---|",
         f"| event recall | {fmt(d['recall'], True)} ({d['events']} events) |",
         f"| precision (firing alerts that belong to an event) | {fmt(d['precision'], True)} "

@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.pipeline import _wait_points  # noqa: E402
-from scripts import services  # noqa: E402
-from streams.publish import Outgoing, publish  # noqa: E402
-from streams.samples import sample_items  # noqa: E402
-from streams.settings import KafkaSettings, TopicSettings  # noqa: E402
+from streams.tools import services  # noqa: E402
+from streams.tools.publish import Outgoing, publish  # noqa: E402
+from streams.tools.samples import sample_items  # noqa: E402
+from streams.contracts.settings import KafkaSettings, TopicSettings  # noqa: E402
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ One run measures, on the same texts and with tokenization included:
 * ``naive``: a ``transformers`` text-classification pipeline called once per text;
 * ``torch``: PyTorch eager, batched (``torch.no_grad``);
 * ``ort-fp32``, ``ort-int8``: ONNX Runtime on CPU through the worker's own
-  runtime (:class:`streams.model.SentimentModel`) with its CPU defaults
+  runtime (:class:`streams.runtime.model.SentimentModel`) with its CPU defaults
   (4-window length-sorted sub-batches, one single-threaded run per core);
 * ``ort-int8-serial``: the same int8 model run the common way (sub-batches of
   16, one run at a time with ORT's intra-op threads), for the A/B;
@@ -40,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _texts(n_short: int, n_long: int, tokenizer) -> dict[str, list[str]]:
-    from streams.samples import sample_items
+    from streams.tools.samples import sample_items
 
     short = [(i.get("headline") or i.get("text")) for i in sample_items(n_short, seed=99)]
     long = []
@@ -101,7 +101,7 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-    from streams.model import load_model
+    from streams.runtime import load_model
 
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, local_files_only=True)
     torch_model = AutoModelForSequenceClassification.from_pretrained(args.checkpoint, local_files_only=True).eval()

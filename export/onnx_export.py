@@ -7,24 +7,26 @@ a model directory that exists is a model directory that was checked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
 import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from export.manifest import MANIFEST_NAME, Manifest, Variant, sha256_file
+from streams.contracts.labels import LABELS
+from streams.runtime import MANIFEST_NAME, Manifest, Variant, sha256_file
 
 __all__ = ["ExportOptions", "ParityError", "ParitySet", "export_checkpoint", "default_parity_set", "PARITY_SAMPLE"]
 
 log = logging.getLogger(__name__)
 
-LABELS = ["negative", "neutral", "positive"]
 
 #: Fixed texts for the parity gate: headlines, posts, short and long.
 PARITY_SAMPLE = [
@@ -93,9 +95,9 @@ def default_parity_set(n_tweets: int = 600) -> ParitySet:
 
 
 def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from models.train import macro_f1
+    from sklearn.metrics import f1_score
 
-    return macro_f1(y_true.tolist(), y_pred.tolist(), len(LABELS))
+    return float(f1_score(y_true, y_pred, labels=list(range(len(LABELS))), average="macro", zero_division=0))
 
 
 def _torch_logits(model, tokenizer, texts: Sequence[str], max_length: int, batch: int = 64) -> np.ndarray:
@@ -114,7 +116,7 @@ def _ort_logits(path: Path, tokenizer_json: Path, texts: Sequence[str], max_leng
     """Logits from the exact runtime the worker uses on CPU (session options,
     sub-batch size and parallel runs included: int8 scores depend on the
     sub-batch, so the gate must see what the worker will do)."""
-    from streams.model import SentimentModel, open_session, runtime_defaults
+    from streams.runtime import SentimentModel, open_session, runtime_defaults
     from tokenizers import Tokenizer
 
     cpu = ["CPUExecutionProvider"]
@@ -131,7 +133,7 @@ def _ort_logits(path: Path, tokenizer_json: Path, texts: Sequence[str], max_leng
 
 
 def _gate_sub_batch() -> int:
-    from streams.model import runtime_defaults
+    from streams.runtime import runtime_defaults
 
     return runtime_defaults("CPUExecutionProvider")["max_batch"]
 
@@ -157,6 +159,19 @@ def _gate(name: str, logits: np.ndarray, reference: np.ndarray, parity: ParitySe
     return result
 
 
+@contextlib.contextmanager
+def scratch_directory() -> Iterator[Path]:
+    """Run inside a temporary working directory that is deleted afterwards.
+
+    ONNX Runtime's transformer tools write temporary files into the current
+    directory (``symbolic_shape_infer.py`` saves ``sym_shape_infer_temp.onnx``
+    plus a ~90 MB external-data file when shape inference is incomplete), so every
+    export step runs here, never in the caller's directory.
+    """
+    with tempfile.TemporaryDirectory(prefix="finsentry-export-") as scratch, contextlib.chdir(scratch):
+        yield Path(scratch)
+
+
 def export_checkpoint(
     checkpoint: Path,
     out_dir: Path,
@@ -165,14 +180,20 @@ def export_checkpoint(
     parity: ParitySet | None = None,
     metrics: dict | None = None,
 ) -> Manifest:
-    """Export ``checkpoint`` (a ``save_pretrained`` directory) to ``out_dir``."""
+    """Export ``checkpoint`` (a ``save_pretrained`` directory) to ``out_dir``; nothing else is written."""
+    checkpoint, out_dir = Path(checkpoint).resolve(), Path(out_dir).resolve()
+    with scratch_directory():
+        return _export(checkpoint, out_dir, options, parity, metrics)
+
+
+def _export(checkpoint: Path, out_dir: Path, options: ExportOptions, parity: ParitySet | None,
+            metrics: dict | None) -> Manifest:
     import onnx
     import onnxruntime
     import torch
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     parity = parity or default_parity_set()
     texts = parity.texts
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -180,7 +201,7 @@ def export_checkpoint(
     ).eval()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True, use_fast=True)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if labels != LABELS:
+    if labels != list(LABELS):
         raise ValueError(f"checkpoint labels {labels} != expected {LABELS}")
 
     staging = out_dir.with_name(out_dir.name + ".partial")

@@ -24,12 +24,13 @@ from typing import Iterable
 
 import typer
 
+from streams.contracts.labels import LABELS
+
 __all__ = [
     "LABELS", "DOMAINS", "STYLES", "CorpusRow", "CorpusError", "load_corpus", "shingles",
     "near_duplicate_pairs", "near_duplicate_rate", "make_splits", "load_split", "CORPUS_DIR",
 ]
 
-LABELS = ("negative", "neutral", "positive")
 DOMAINS = ("earnings", "guidance", "mergers", "analyst", "legal_regulatory", "management", "product",
            "operations", "capital", "macro", "credit", "crypto", "markets")
 STYLES = ("headline", "lede", "social")

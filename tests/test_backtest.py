@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.backtest import (Alert, WindowRow, event_study, forward_return, information_coefficient, load_prices,
+from streams.tools.backtest import (FiredAlert, WindowRow, event_study, forward_return, information_coefficient, load_prices,
                               run_backtest, write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +30,9 @@ def prices(tmp_path) -> Path:
 
 
 ALERTS = [
-    Alert("AAA", T + timedelta(hours=2, minutes=30), "negative-surge", "negative_surge", "warning", "AAA:neg"),
-    Alert("AAA", T + timedelta(hours=5), "positive-surge", "positive_surge", "info", "AAA:pos"),
-    Alert("AAA", T + timedelta(hours=5), "volume-surge", "volume_surge", "info", "AAA:vol"),  # no direction: skipped
+    FiredAlert("AAA", T + timedelta(hours=2, minutes=30), "negative-surge", "negative_surge", "warning", "AAA:neg"),
+    FiredAlert("AAA", T + timedelta(hours=5), "positive-surge", "positive_surge", "info", "AAA:pos"),
+    FiredAlert("AAA", T + timedelta(hours=5), "volume-surge", "volume_surge", "info", "AAA:vol"),  # no direction: skipped
 ]
 WINDOWS = [WindowRow("AAA", T + timedelta(hours=h), "1h", 5, s) for h, s in enumerate([0.5, -0.2, -0.8, 0.1])]
 
@@ -89,7 +89,7 @@ def test_report_html_embeds_its_plots_and_json_has_the_numbers(prices, tmp_path)
 
 
 def test_shipped_sample_backtest_runs_from_a_fresh_clone(tmp_path):
-    sample = ROOT / "streams" / "data" / "backtest"
+    sample = ROOT / "docs" / "samples" / "backtest"
     result = subprocess.run([sys.executable, "-m", "streams.cli", "backtest", "--prices", str(sample / "prices.csv"),
                              "--results", str(sample / "results.jsonl"), "--out", str(tmp_path)],
                             capture_output=True, text=True, cwd=ROOT)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from streams.publish import read_items, route
-from streams.settings import TopicSettings
+from streams.tools.publish import read_items, route
+from streams.contracts.settings import TopicSettings
 
 COMMANDS = [[], ["worker"], ["publish"], ["demo"], ["topics"], ["topics", "create"], ["schema"], ["sample"],
             ["train"], ["export"], ["rules"], ["rules", "check"], ["generate"], ["replay"], ["backtest"]]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.settings import Settings
+from streams.contracts.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

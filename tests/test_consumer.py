@@ -16,8 +16,8 @@ from faust.transport.drivers.aiokafka import Consumer as StockConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams import consumer as consumer_module
-from streams.consumer import OffsetLedgerStats, SafeCommitConsumer
+from streams.kafka import consumer as consumer_module
+from streams.kafka.consumer import OffsetLedgerStats, SafeCommitConsumer
 
 TOPIC = TP("news.items", 0)
 

@@ -17,8 +17,8 @@ import yaml
 from dashboards import build
 from dashboards.preview import influxql, render_dashboard
 from dashboards.queries import Query, all_queries, expand, load_dashboards
-from streams.generator import InjectedEvent, StreamSpec, TickerProfile, generate
-from streams.samples import bad_payloads
+from streams.tools.generator import InjectedEvent, StreamSpec, TickerProfile, generate
+from streams.tools.samples import bad_payloads
 
 ROOT = Path(__file__).resolve().parents[1]
 D = ROOT / "dashboards"

@@ -7,9 +7,10 @@ import json
 import random
 from datetime import datetime, timedelta, timezone
 
-from streams.engine import Aggregator, EngineConfig
-from streams.records import Mention
-from streams.rules import parse_rules
+from streams.aggregation.agent import effect_points
+from streams.aggregation.engine import Aggregator, EngineConfig
+from streams.contracts.records import Mention
+from streams.aggregation.rules import parse_rules
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
 
@@ -70,7 +71,7 @@ def run(mentions, engine=None, store=None):
         for key, value in effects.writes():
             store[key] = json.loads(json.dumps(value))  # what the changelog round trip gives back
         engine.commit(effects)  # as the agent does after the table write
-        points += effects.points
+        points += effect_points(effects)
         alerts += effects.alerts
     return points, alerts, store
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from models.evaluate import model_predictor
 
-from export.manifest import ManifestError, read_manifest
 from export.onnx_export import PARITY_SAMPLE
-from streams.model import load_model, softmax
+from streams.runtime import ManifestError, load_model, read_manifest, softmax
 
 #: fp32 ONNX vs PyTorch: max |probability difference| allowed.
 FP32_PROB_TOL = 1e-5
@@ -80,3 +80,45 @@ def test_incomplete_or_missing_directory_is_refused(tiny_model_dir, tmp_path):
 def test_unknown_variant_is_a_clear_error(tiny_model_dir):
     with pytest.raises(ManifestError, match="no variant 'bf16'"):
         load_model(tiny_model_dir, variant="bf16")
+
+
+def test_an_export_leaves_the_working_directory_as_it_was(tiny_checkpoint, tmp_path, monkeypatch):
+    from export.onnx_export import ExportOptions, export_checkpoint
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "notes.txt").write_text("mine")
+    monkeypatch.chdir(cwd)
+    export_checkpoint(tiny_checkpoint, Path("model-out"), ExportOptions(name="tiny-test", version="1"))
+    assert sorted(p.name for p in cwd.iterdir()) == ["model-out", "notes.txt"]  # relative --out still works
+    assert (cwd / "model-out" / "manifest.json").exists()
+
+
+def test_onnx_runtime_temp_files_land_in_the_export_scratch_directory(tmp_path, monkeypatch):
+    """ORT's symbolic shape inference saves ``sym_shape_infer_temp.onnx`` into the current directory
+    when it cannot infer every shape (the junk once committed at the repository root)."""
+    import onnx.helper as oh
+    from onnx import TensorProto
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    from export.onnx_export import scratch_directory
+
+    graph = oh.make_graph([oh.make_node("Mystery", ["x"], ["y"], domain="com.example")], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("com.example", 1)])
+    unguarded = tmp_path / "unguarded"
+    unguarded.mkdir()
+    monkeypatch.chdir(unguarded)
+    with pytest.raises(Exception, match="Incomplete symbolic shape inference"):
+        SymbolicShapeInference.infer_shapes(model)
+    assert (unguarded / "sym_shape_infer_temp.onnx").exists()  # what ORT does on its own
+    guarded = tmp_path / "guarded"
+    guarded.mkdir()
+    monkeypatch.chdir(guarded)
+    with scratch_directory() as scratch:
+        with pytest.raises(Exception, match="Incomplete symbolic shape inference"):
+            SymbolicShapeInference.infer_shapes(model)
+        assert (scratch / "sym_shape_infer_temp.onnx").exists()
+    assert list(guarded.iterdir()) == [] and not scratch.exists()
+

@@ -13,9 +13,9 @@ import pytest
 
 from models.evaluate import model_predictor
 
-from streams.points import NO_TICKER, event_time_ns
-from streams.records import DeadLetter, Score
-from streams.samples import bad_payloads, sample_items
+from streams.influx.points import NO_TICKER, event_time_ns
+from streams.contracts.records import DeadLetter, Score
+from streams.tools.samples import bad_payloads, sample_items
 
 pytestmark = pytest.mark.integration
 

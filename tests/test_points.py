@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from streams.points import event_time_ns, score_points
-from streams.records import Score
+from streams.influx.points import event_time_ns, score_points
+from streams.contracts.records import Score
 
 T = datetime(2026, 3, 2, 14, 0, 0, 123456, tzinfo=timezone.utc)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.generator import InjectedEvent, StreamSpec, TickerProfile, generate
-from streams.replay import RUN_HEADER, SEQ_HEADER
+from streams.tools.generator import InjectedEvent, StreamSpec, TickerProfile, generate
+from streams.tools.replay import RUN_HEADER, SEQ_HEADER
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def test_parquet_and_csv_sources_give_the_same_items_as_jsonl(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from streams.replay import read_sources
+    from streams.tools.replay import read_sources
 
     rows = [{"id": f"p{i}", "source": "wire", "published_at": f"2026-03-02T12:00:0{i}Z", "headline": f"Item {i}",
              "tickers": ["AAPL", "MSFT"]} for i in range(3)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.rules import DEFAULT_RULES_FILE, RulesError, load_rules, parse_rules
+from streams.aggregation.rules import DEFAULT_RULES_FILE, RulesError, load_rules, parse_rules
 
 GOOD = """
 version: 1

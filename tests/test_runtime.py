@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from export.manifest import read_manifest
+from streams.runtime import read_manifest
 from export.onnx_export import ExportOptions, ParityError, ParitySet, export_checkpoint
-from streams.model import choose_variant, combine_chunks, load_model, softmax
-from streams.swap import ModelWatcher
+from streams.runtime import choose_variant, combine_chunks, load_model, softmax
+from streams.runtime import ModelWatcher
 
 
 def test_long_text_probabilities_are_the_token_weighted_mean_of_its_windows(tiny_model_dir):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.records import Item
-from streams.samples import bad_payloads, sample_items
-from streams.schema import BadInput, json_schema, parse_item
+from streams.contracts.records import Item
+from streams.tools.samples import bad_payloads, sample_items
+from streams.contracts.schema import BadInput, json_schema, parse_item
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,6 @@ def test_social_post_uses_text_and_sample_items_all_parse():
 
 
 def test_published_schema_document_matches_the_code():
-    committed = json.loads((ROOT / "streams" / "schemas" / "item-v1.json").read_text())
-    assert committed == json_schema(), "run: finsentry schema --out streams/schemas/item-v1.json"
+    committed = json.loads((ROOT / "streams" / "contracts" / "schemas" / "item-v1.json").read_text())
+    assert committed == json_schema(), "run: finsentry schema --out streams/contracts/schemas/item-v1.json"
     assert set(committed["required"]) == {"id", "source", "published_at"}

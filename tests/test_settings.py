@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import InfluxApi, Settings
+from streams.contracts.settings import InfluxApi, Settings
 
 
 def test_env_overrides_nested_settings(monkeypatch):

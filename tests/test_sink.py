@@ -13,9 +13,9 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
-from scripts import services
-from streams.settings import InfluxApi, InfluxSettings
-from streams.sink import InfluxV1Sink, InfluxV2Sink, LineProtocolFileSink
+from streams.tools import services
+from streams.contracts.settings import InfluxApi, InfluxSettings
+from streams.influx.sink import InfluxV1Sink, InfluxV2Sink, LineProtocolFileSink
 
 pytestmark = pytest.mark.integration
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 
-from streams.tickers import SYMBOLS_FILE, default_extractor, evaluate, load_symbols
+from streams.scoring.tickers import SYMBOLS_FILE, default_extractor, evaluate, load_symbols
+
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 CASES = [
     ("Apple shares rise after iPhone launch", ["AAPL"]),
@@ -54,15 +57,14 @@ def test_symbol_list_is_broad_and_clean():
 
 
 def test_precision_and_recall_on_the_labelled_set():
-    report = evaluate()
+    report = evaluate(TEST_DATA / "ticker_eval.jsonl")
     assert report["items"] >= 300 and report["hard_items"] >= 80
     assert report["all"]["precision"] >= 0.95, report["errors"][:10]
     assert report["all"]["recall"] >= 0.90, report["errors"][:10]
 
 
 def test_held_out_set_written_independently_of_the_rules():
-    from streams.tickers import DATA
 
-    report = evaluate(DATA / "ticker_eval_holdout.jsonl")
+    report = evaluate(TEST_DATA / "ticker_eval_holdout.jsonl")
     assert report["items"] >= 150
     assert report["all"]["precision"] >= 0.90 and report["all"]["recall"] >= 0.95, report["errors"]

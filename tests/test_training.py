@@ -113,7 +113,7 @@ def test_keep_layers_prunes_the_encoder_and_refuses_bad_indices(tiny_checkpoint,
 
 def test_distilled_student_has_fewer_layers_records_its_teacher_and_exports(quick_checkpoint, tmp_path):
     from export.onnx_export import ExportOptions, export_checkpoint
-    from streams.model import load_model
+    from streams.runtime import load_model
 
     teacher, _ = quick_checkpoint
     out = tmp_path / "student"

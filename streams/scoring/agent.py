@@ -1,0 +1,155 @@
+"""The scoring agent: input bytes -> Score (+ Mention per ticker) -> InfluxDB and Kafka.
+
+Batches come from ``noack_take``: nothing is acked before InfluxDB accepted the
+points and the scores, mentions and dead letters were delivered (acks=all).
+A batch that fails unexpectedly is scored message by message, so one bad
+message costs one dead letter; a message that fails twice on its own is
+dead-lettered, never retried forever. The model is loaded inside the agent
+(hashing the files runs off the loop) and can be hot-swapped between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from streams.contracts.records import Mention, Score
+from streams.contracts.settings import Settings
+from streams.influx.sink import make_sink
+from streams.kafka.delivery import deliver
+from streams.runtime import ModelWatcher, SentimentModel, load_model
+from streams.scoring.scorer import BatchResult, BatchScorer, Incoming
+from streams.scoring.tickers import default_extractor
+
+__all__ = ["ScoringStage", "attach_scoring", "RETRIES_BEFORE_DEAD_LETTER"]
+
+log = logging.getLogger(__name__)
+
+#: Unexpected failures of one message, scored alone, before it is dead-lettered.
+RETRIES_BEFORE_DEAD_LETTER = 2
+
+
+@dataclass
+class ScoringStage:
+    """What the scoring agent exposes to the rest of the app (and to tests)."""
+
+    scorer: BatchScorer | None = None
+    #: input "topic:partition" -> latest published_at seen there (epoch s): the mentions' watermark
+    source_watermarks: dict[str, float] = field(default_factory=dict)
+    #: (topic, partition, offset) -> unexpected failures of that message scored alone
+    failures: dict[tuple[str, int, int], int] = field(default_factory=dict)
+
+
+def _model_loader(settings: Settings):
+    r = settings.runtime
+
+    def load(directory: Path) -> SentimentModel:
+        return load_model(directory, variant=settings.model_variant, providers=r.providers,
+                          intra_op_threads=r.intra_op_threads, max_batch=r.max_batch, parallel=r.parallel,
+                          chunk_overlap=r.chunk_overlap, max_chunks=r.max_chunks, warm_up=r.warm_up)
+
+    return load
+
+
+def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.TopicT,
+                   mentions: faust.TopicT | None) -> ScoringStage:
+    """Declare the input, scores topics and the ``score-items`` agent on ``app``."""
+    t = settings.topics
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    inputs = app.topic(t.news, t.social, **raw)
+    scores = app.topic(t.scores, key_type=bytes, value_type=Score, key_serializer="raw")
+    kind_by_topic = {t.news: "news", t.social: "social"}
+    stage = ScoringStage()
+    sink = make_sink(settings.influx)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+    load = _model_loader(settings)
+    watcher = ModelWatcher(settings.model_dir, load, loader)
+
+    async def start() -> BatchScorer:
+        model = await asyncio.get_running_loop().run_in_executor(loader, load, settings.model_dir)
+        await sink.start()
+        log.info(
+            "worker ready: %s + %s -> %s; batch %d within %.2fs; model %s %s (%s) on %s; sink %s %s; settings %s",
+            t.news, t.social, t.scores, settings.batch.size, settings.batch.wait, model.name, model.version,
+            model.variant, model.provider, settings.influx.api.value, settings.influx.url, settings.redacted(),
+        )
+        extractor = default_extractor() if settings.extract_tickers else None
+        stage.scorer = BatchScorer(model, sink, kind_by_topic=kind_by_topic, executor=executor,
+                                   max_text_chars=settings.batch.max_text_chars,
+                                   extract_tickers=extractor.extract if extractor else None)
+        return stage.scorer
+
+    if settings.runtime.reload_interval > 0:
+
+        @app.timer(interval=settings.runtime.reload_interval)
+        async def reload_model() -> None:
+            scorer = stage.scorer
+            if scorer is not None and (new := await watcher.check(scorer.model)) is not None:
+                scorer.model = new  # the next batch uses it; in-flight batches keep theirs
+
+    def to_mentions(result: BatchResult) -> list[Mention]:
+        out = []
+        for s, source in zip(result.scores, result.sources):
+            wm = max(stage.source_watermarks.get(source, float("-inf")), s.published_at.timestamp())
+            stage.source_watermarks[source] = wm
+            out += [Mention(id=s.id, ticker=ticker, published_at=s.published_at, score=s.score, label=s.label,
+                            source=s.source, kind=s.kind, headline=s.headline, model_version=s.model_version,
+                            source_partition=source, source_watermark=wm)
+                    for ticker in s.tickers]
+        return out
+
+    async def publish(result: BatchResult) -> None:
+        records: list[tuple[Any, bytes | None, Any]] = [(scores, s.id.encode("utf-8"), s) for s in result.scores]
+        records += [(dead_letters, (d.item_id or "").encode("utf-8") or None, d) for d in result.dead_letters]
+        if mentions is not None:
+            records += [(mentions, m.ticker.encode("utf-8"), m) for m in to_mentions(result)]
+        await deliver(records, f"{len(result.scores)} scores / {len(result.dead_letters)} dead letters")
+
+    async def process(batch: list[Incoming]) -> BatchResult:
+        scorer = stage.scorer
+        assert scorer is not None
+        try:
+            return await scorer.process(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not stop the stream nor lose the batch
+            if len(batch) > 1:
+                log.exception("batch of %d failed unexpectedly; scoring its messages one by one", len(batch))
+                return BatchResult.merge([await process([msg]) for msg in batch])
+            msg = batch[0]
+            key = (msg.topic, msg.partition, msg.offset)
+            stage.failures[key] = stage.failures.get(key, 0) + 1
+            if stage.failures[key] < RETRIES_BEFORE_DEAD_LETTER:
+                log.exception("%s[%d]@%d failed unexpectedly; trying it once more", *key)
+                return await process(batch)
+            del stage.failures[key]
+            return BatchResult(dead_letters=[scorer.dead_letter(
+                msg, "score", f"internal error (failed {RETRIES_BEFORE_DEAD_LETTER} times): "
+                f"{type(exc).__name__}: {exc}", None, datetime.now(timezone.utc))])
+
+    @app.agent(inputs, name="score-items")
+    async def score_items(stream: faust.StreamT) -> None:
+        await start()
+        try:
+            async for events in stream.noack_take(settings.batch.size, within=settings.batch.wait):
+                batch = [Incoming(topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,
+                                  key=e.message.key, value=e.message.value, timestamp=e.message.timestamp)
+                         for e in events]
+                result = await process(batch)
+                await publish(result)
+                for event in events:
+                    await stream.ack(event)
+                log.debug("batch %d: %d scored, %d dead-lettered, %.1f ms", len(batch),
+                          len(result.scores), len(result.dead_letters), result.total_ms)
+        finally:
+            await sink.stop()
+
+    return stage

