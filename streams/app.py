@@ -26,6 +26,7 @@ from streams.aggregation.agent import AggregationStage, attach_aggregation
 from streams.contracts.records import DeadLetter
 from streams.contracts.settings import Settings, load_settings
 from streams.kafka.consumer import SafeCommitApp
+from streams.kafka.recovery import watch_recovery
 from streams.kafka.security import faust_credentials
 from streams.notify.webhook import attach_webhook
 from streams.scoring.agent import ScoringStage, attach_scoring
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_credentials=faust_credentials(settings.kafka),
         broker_session_timeout=settings.kafka.session_timeout,
         broker_heartbeat_interval=settings.kafka.heartbeat_interval,
+        broker_max_poll_interval=settings.kafka.max_poll_interval,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         stream_wait_empty=False,
     )
     app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms
+    watch_recovery(app, settings.kafka.recovery_stall_timeout)
 
     t = settings.topics
     dead_letters = app.topic(t.dead_letter, key_type=bytes, value_type=DeadLetter, key_serializer="raw")

@@ -180,7 +180,7 @@ def test_compose_mounts_the_provisioning_and_dashboards():
 @pytest.fixture(scope="module")
 def filled(broker, influxd, tiny_sentiment_model_dir, model_pool, tmp_path_factory):
     """InfluxDB 1.6.7 filled by the real worker from a generated stream with a negative burst."""
-    from tests.conftest import new_pipeline, stop_workers
+    from streams.tools.services import new_pipeline, stop_workers
 
     pipe = new_pipeline(broker, influxd, tiny_sentiment_model_dir, tmp_path_factory.mktemp("dashboards"))
     profiles = [TickerProfile(t, 0.5, (0.25, 0.5, 0.25)) for t in (EVENT_TICKER, "QAAA", "QBBB", "QCCC", "QDDD")]

@@ -66,7 +66,7 @@ def _outputs(pipe) -> dict:
 
 def test_replays_at_different_speeds_give_identical_points_and_alerts(broker, influxd, tiny_sentiment_model_dir,
                                                                        model_pool, tmp_path):
-    from tests.conftest import new_pipeline, stop_workers
+    from streams.tools.services import new_pipeline, stop_workers
 
     source = tmp_path / "history.jsonl"
     items = _stream(model_pool, source)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -61,7 +62,7 @@ def normalise_ticker(value: str) -> str:
     ...
     ValueError: not a ticker symbol: 'ß'
     """
-    symbol = value.strip().removeprefix("$")
+    symbol = value.strip(string.whitespace).removeprefix("$")  # ASCII whitespace only: U+2028 is not trimmed
     if not symbol.isascii():  # "ß".upper() == "SS", "ﬀ".upper() == "FF": never store what was not sent
         raise ValueError(f"not a ticker symbol: {value!r}")
     symbol = symbol.upper()

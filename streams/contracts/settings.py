@@ -80,6 +80,14 @@ class KafkaSettings(BaseModel):
         description="producer batch size cap; 1 = one record per batch (tansu: its end offsets are wrong "
         "after multi-record batches, which breaks table recovery)",
     )
+    max_poll_interval: float = Field(
+        300.0, gt=0, description="longest a worker may go without fetching (e.g. while InfluxDB is down) before "
+        "the group considers it gone and rebalances; its un-acked messages are then delivered again",
+    )
+    recovery_stall_timeout: float = Field(
+        60.0, ge=0, description="seconds table recovery may read no changelog record before the worker exits "
+        "with status 1 (0: wait forever)",
+    )
     changelog_end_marker: bool = Field(
         False, description="append a single-record batch to the state changelog before recovery (tansu: its "
         "end offset is wrong after a multi-record batch)",

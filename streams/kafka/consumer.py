@@ -250,9 +250,20 @@ class SafeCommitApp(faust.App):
     """faust.App whose consumer is :class:`SafeCommitConsumer` (for ``kafka://`` URLs).
 
     ``fetch_max_wait_ms`` (attribute) overrides Faust's fixed 1500 ms fetch wait.
+    ``early_tasks`` run from the start of the app, before table recovery (Faust's own
+    ``app.task``s start only once recovery completed).
     """
 
     fetch_max_wait_ms: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.early_tasks: list = []
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        for task in self.early_tasks:
+            self.add_future(task())
 
     def _new_transport(self):
         url = self.conf.broker_consumer[0]

@@ -76,11 +76,11 @@ def route(payload: bytes, topics: TopicSettings, force_topic: str | None = None)
 
 
 async def publish(messages: Iterable[Outgoing], kafka: KafkaSettings, *, rate: float | None = None,
-                  on_sent=None) -> int:
+                  on_sent=None, max_request_size: int = 1_048_576) -> int:
     """Send every message and wait for the broker's acks (acks=all)."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(acks="all", linger_ms=5, **client_kwargs(kafka))
+    producer = AIOKafkaProducer(acks="all", linger_ms=5, max_request_size=max_request_size, **client_kwargs(kafka))
     await producer.start()
     sent = 0
     pending = []

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from streams.tools.options import console
 
-__all__ = ["COMPANIES", "sample_items", "bad_payloads", "write_jsonl"]
+__all__ = ["hostile_payloads", "special_items", "INJECTIONS", "COMPANIES", "sample_items", "bad_payloads", "write_jsonl"]
 
 COMPANIES: dict[str, str] = {
     "AAPL": "Apple", "MSFT": "Microsoft", "NVDA": "Nvidia", "AMZN": "Amazon", "GOOGL": "Alphabet",
@@ -174,6 +174,70 @@ def bad_payloads(seed: int = 42, max_text_chars: int = 20_000) -> list[tuple[str
         ("empty-id", item(17, id=""), "id"),
     ]
     return bad
+
+
+#: Strings an attacker may put wherever a value becomes an InfluxDB tag, measurement or field.
+INJECTIONS = (
+    "x\nsentiment,ticker=EVIL score=1", "x\rinjected", "x\tinjected", "trailing\\", "back\\slash,ticker=EVIL",
+    "nul\x00byte", "esc\x1b[31m", "del\x7f", "x\n\nDROP DATABASE finsentry",
+)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def hostile_payloads(n: int, seed: int = 7, big: int = 3) -> list[tuple[str, bytes]]:
+    """``n`` inputs (kind, raw bytes) that must each end on the dead-letter topic with a reason: random
+    and invalid UTF-8 bytes, truncated and deeply nested JSON, ``big`` multi-MB texts, NUL bytes, wrong
+    types, line-protocol injections in every string that becomes a tag, hundreds of tickers, absurd dates."""
+    rng = random.Random(seed)
+    base = {"source": "newswire", "published_at": "2026-03-02T14:00:00Z", "headline": "Acme beats estimates",
+            "tickers": ["ACME"]}
+
+    def item(i: int, **changes) -> bytes:
+        data = {"id": f"hostile-{seed}-{i:05d}", **base, **changes}
+        return json.dumps({k: v for k, v in data.items() if v is not ...}).encode()
+
+    makers = [
+        ("random-bytes", lambda i: bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300)))),
+        ("invalid-utf8", lambda i: item(i)[:-20] + b"\xc3\x28\xa0\xa1" + b'"}'),
+        ("truncated-json", lambda i: item(i)[: rng.randint(1, len(item(i)) - 2)]),
+        ("nested-json", lambda i: b"[" * rng.randint(2_000, 20_000) + b"]" * rng.randint(0, 3)),
+        ("nested-object", lambda i: b'{"id": "n", "a": ' * rng.randint(2_000, 6_000) + b"1"),
+        ("nul-bytes", lambda i: item(i).replace(b"Acme", b"Ac\x00me") + b"\x00"),
+        ("wrong-type", lambda i: item(i, **rng.choice([{"id": 7}, {"tickers": "ACME"}, {"published_at": 17e8},
+                                                        {"headline": ["a"]}, {"source": None}, {"tickers": [1]}]))),
+        ("not-an-object", lambda i: rng.choice([b"null", b"42", b'"text"', b"[1,2]", b"true", b"{}"])),
+        ("tag-injection-source", lambda i: item(i, source=rng.choice(INJECTIONS))),
+        ("tag-injection-ticker", lambda i: item(i, tickers=[rng.choice(INJECTIONS + ("ß", "ﬀ", "$€UR", "A B", "\u2028x"))])),
+        ("control-chars-in-id", lambda i: item(i, id=rng.choice([x for x in INJECTIONS if _has_control(x)]))),
+        ("many-tickers", lambda i: item(i, tickers=[f"T{k}" for k in range(rng.randint(21, 400))])),
+        ("absurd-date", lambda i: item(i, published_at=rng.choice(
+            ["9999-12-31T23:59:59Z", "2300-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "1677-01-01T00:00:00Z",
+             "2026-13-45T99:99:99Z", "+275760-09-13T00:00:00Z"]))),
+        ("empty-text", lambda i: item(i, headline=rng.choice(["", "   ", "\n\t"]))),
+        ("too-long-text", lambda i: item(i, headline="sell " * rng.randint(4_001, 6_000))),
+        ("bad-version", lambda i: item(i, schema_version=rng.choice([0, 2, "1", None]))),
+    ]
+    out = [("huge-text", item(i, body="x" * (3_000_000 + i))) for i in range(big)]
+    while len(out) < n:
+        kind, make = makers[len(out) % len(makers)]
+        out.append((kind, make(len(out))))
+    rng.shuffle(out)
+    return out
+
+
+def special_items(n: int, seed: int = 7) -> list[dict]:
+    """Valid items whose strings carry every line-protocol special character that can be stored as sent
+    (commas, spaces, equals signs, quotes, ``#``, Unicode; newlines and backslashes in fields)."""
+    rng = random.Random(seed)
+    sources = ("Dow, Jones & Co", "wire = x", 'the "tape"', "#hashtag feed", "Börsen Zeitung", "a b c", "x=1,y=2")
+    heads = ("Acme beats\nestimates", 'Acme "beats" estimates', "Acme \\ Co up 5%", "Acme, Inc. = strong",
+             "Åkerfeldt ökar vinsten 12 %", "emoji 🚀 rally")
+    return [{"id": f"special-{seed}-{i:04d}", "source": rng.choice(sources), "tickers": ["SPCL"],
+             "published_at": f"2026-03-02T15:{i // 60 % 60:02d}:{i % 60:02d}Z", "headline": rng.choice(heads)}
+            for i in range(n)]
 
 
 def write_jsonl(path, items) -> int:

@@ -15,19 +15,29 @@ Why these binaries:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from streams.contracts.settings import KafkaSettings, TopicSettings
+from streams.kafka.topics import create_topics, pipeline_topics
+
+ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = [
     "Service",
@@ -41,6 +51,11 @@ __all__ = [
     "LocalPipeline",
     "local_pipeline",
     "start_victoria_metrics",
+    "Influx1",
+    "Pipeline",
+    "WorkerProcess",
+    "new_pipeline",
+    "stop_workers",
 ]
 
 
@@ -76,6 +91,18 @@ class Service:
                 self.process.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def restart(self, timeout: float = 60) -> None:
+        """Start the same binary again on the same port and data (after a kill or stop of the process)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        argv = self.extra["argv"]
+        self.process, self.log_path = _spawn(self.name, argv, self.workdir, log_name=f"{self.name}-restart")
+        if self.name == "influxd":
+            _wait_http(f"{self.url}/ping", self.process, timeout)
+        else:
+            _wait_tcp(self.extra["port"], self.process, timeout)
+
     def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -83,8 +110,9 @@ class Service:
             return ""
 
 
-def _spawn(name: str, argv: list[str], workdir: Path, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
-    log_path = workdir / f"{name}.log"
+def _spawn(name: str, argv: list[str], workdir: Path, env: dict | None = None,
+           log_name: str | None = None) -> tuple[subprocess.Popen, Path]:
+    log_path = workdir / f"{log_name or name}.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         argv,
@@ -154,7 +182,7 @@ def start_tansu(port: int | None = None, timeout: float = 30) -> Service:
         "--storage-engine", "memory://tansu/",
     ]
     proc, log = _spawn("tansu", argv, workdir)
-    service = Service("tansu", f"kafka://127.0.0.1:{port}", proc, workdir, log, {"port": port})
+    service = Service("tansu", f"kafka://127.0.0.1:{port}", proc, workdir, log, {"port": port, "argv": argv})
     try:
         _wait_tcp(port, proc, timeout)
     except ServiceError as exc:
@@ -207,7 +235,8 @@ def start_influxd(timeout: float = 60, port: int | None = None) -> Service:
     conf.write_text(_INFLUXD_CONF.format(dir=workdir, http_port=http_port, rpc_port=rpc_port))
     proc, log = _spawn("influxd", [binary, "-config", str(conf)], workdir)
     url = f"http://127.0.0.1:{http_port}"
-    service = Service("influxd", url, proc, workdir, log, {"port": http_port})
+    service = Service("influxd", url, proc, workdir, log, {"port": http_port,
+                                                          "argv": [binary, "-config", str(conf)]})
     try:
         _wait_http(f"{url}/ping", proc, timeout)
     except ServiceError as exc:
@@ -327,3 +356,210 @@ def running(*services: Service) -> Iterator[tuple[Service, ...]]:
     finally:
         for service in services:
             service.stop()
+
+
+class Influx1:
+    """Minimal InfluxQL client for assertions (the real server's HTTP API)."""
+
+    def __init__(self, url: str, db: str) -> None:
+        self.url, self.db = url, db
+
+    def query(self, q: str, epoch: str = "ns") -> list[dict]:
+        params = urllib.parse.urlencode({"db": self.db, "q": q, "epoch": epoch})
+        with urllib.request.urlopen(f"{self.url}/query?{params}", timeout=30) as resp:
+            body = json.loads(resp.read())
+        result = body["results"][0]
+        if "error" in result:
+            raise AssertionError(f"InfluxQL error: {result['error']}")
+        rows = []
+        for series in result.get("series", []):
+            for values in series["values"]:
+                row = dict(zip(series["columns"], values))
+                row.update(series.get("tags", {}))
+                rows.append(row)
+        return rows
+
+    def execute(self, q: str) -> None:
+        data = urllib.parse.urlencode({"q": q}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/query", data=data), timeout=30).read()
+
+    def write(self, lines: str) -> None:
+        req = urllib.request.Request(f"{self.url}/write?db={self.db}&precision=ns", data=lines.encode())
+        urllib.request.urlopen(req, timeout=30).read()
+
+
+@dataclass
+class Pipeline:
+    """Names and handles for one isolated pipeline (own topics, group, database)."""
+
+    broker_url: str
+    influx: Influx1
+    topics: TopicSettings
+    group: str
+    model_dir: Path
+    workdir: Path
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(broker=self.broker_url, session_timeout=2.0, heartbeat_interval=0.5,
+                             consumer_group=self.group)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = local_worker_env(self.broker_url, self.workdir / "faust-data", {
+            "FINSENTRY_KAFKA__CONSUMER_GROUP": self.group,
+            "FINSENTRY_TOPICS__NEWS": self.topics.news,
+            "FINSENTRY_TOPICS__SOCIAL": self.topics.social,
+            "FINSENTRY_TOPICS__SCORES": self.topics.scores,
+            "FINSENTRY_TOPICS__DEAD_LETTER": self.topics.dead_letter,
+            "FINSENTRY_TOPICS__MENTIONS": self.topics.mentions,
+            "FINSENTRY_TOPICS__ALERTS": self.topics.alerts,
+            "FINSENTRY_TOPICS__PARTITIONS": str(self.topics.partitions),
+            "FINSENTRY_INFLUX__API": "v1",
+            "FINSENTRY_INFLUX__URL": self.influx.url,
+            "FINSENTRY_INFLUX__BUCKET": self.influx.db,
+            "FINSENTRY_MODEL_DIR": str(self.model_dir),
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(extra)
+        return env
+
+    def start_worker(self, name: str = "worker", **extra: str) -> "WorkerProcess":
+        log = self.workdir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--log-level", "info"],
+            cwd=ROOT, env=self.env(**extra), stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+        )
+        return WorkerProcess(proc, log)
+
+    def publish(self, payloads: list[bytes], timestamp_ms: int | None = None, rate: float | None = None,
+                max_request_size: int = 1_048_576) -> int:
+        from streams.tools.publish import publish, route
+
+        messages = [route(p, self.topics) for p in payloads]
+        if timestamp_ms is not None:
+            from dataclasses import replace
+
+            messages = [replace(m, timestamp_ms=timestamp_ms) for m in messages]
+        return asyncio.run(publish(messages, self.kafka, rate=rate, max_request_size=max_request_size))
+
+    def read_all(self, topic: str, timeout: float = 60) -> list:
+        """Everything ``topic`` holds now: appends a sentinel record to every partition and reads up to
+        them (end offsets are not trusted: tansu misreports them)."""
+        return asyncio.run(_read_to_sentinels(self.kafka, topic, timeout))
+
+    def read_topic(self, topic: str, expect: int, timeout: float = 60) -> list:
+        """All messages of ``topic`` from the beginning (stops at ``expect`` or timeout)."""
+        return asyncio.run(_read_topic(self.kafka, topic, expect, timeout))
+
+    def wait_for_points(self, expected: int, timeout: float = 180, where: str = "") -> int:
+        deadline = time.monotonic() + timeout
+        count = 0
+        while time.monotonic() < deadline:
+            rows = self.influx.query(f"SELECT count(score) FROM sentiment {where}")
+            count = rows[0]["count"] if rows else 0
+            if count >= expected:
+                return count
+            time.sleep(0.5)
+        return count
+
+
+async def _read_to_sentinels(kafka: KafkaSettings, topic: str, timeout: float) -> list:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    sentinel = f"sentinel-{uuid.uuid4().hex}".encode()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        for partition in partitions:
+            await producer.send_and_wait(topic, b"", key=sentinel, partition=partition)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out, done = [], set()
+    try:
+        deadline = time.monotonic() + timeout
+        while len(done) < len(partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: sentinels of partitions {set(partitions) - done} not read")
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                for record in records:
+                    if record.key == sentinel:
+                        done.add(tp.partition)
+                    elif tp.partition not in done:
+                        out.append(record)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def _read_topic(kafka: KafkaSettings, topic: str, expect: int, timeout: float) -> list:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(out) < expect:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                out.extend(records)
+        # drain anything beyond `expect` that is already there (duplicates would show up here)
+        extra = await consumer.getmany(timeout_ms=1500)
+        for records in extra.values():
+            out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen
+    log: Path
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def new_pipeline(broker: Service, influxd: Service, model_dir: Path, workdir: Path, partitions: int = 1) -> Pipeline:
+    """A fresh pipeline namespace (topics, group, database) on a shared broker and InfluxDB."""
+    tag = uuid.uuid4().hex[:8]
+    topics = TopicSettings(news=f"news-{tag}", social=f"social-{tag}", scores=f"scores-{tag}",
+                           dead_letter=f"dead-{tag}", mentions=f"mentions-{tag}", alerts=f"alerts-{tag}",
+                           partitions=partitions)
+    pipe = Pipeline(broker.url, Influx1(influxd.url, f"db_{tag}"), topics, f"group-{tag}", model_dir, workdir)
+    asyncio.run(create_topics(pipe.kafka, pipeline_topics(topics)))
+    pipe.influx.execute(f'CREATE DATABASE "{pipe.influx.db}"')
+    workers: list[WorkerProcess] = []
+    original = pipe.start_worker
+
+    def tracked(*args, **kwargs):
+        worker = original(*args, **kwargs)
+        workers.append(worker)
+        return worker
+
+    pipe.start_worker = tracked  # type: ignore[method-assign]
+    pipe.workers = workers  # type: ignore[attr-defined]
+    return pipe
+
+
+def stop_workers(pipe: Pipeline) -> None:
+    for worker in pipe.workers:  # type: ignore[attr-defined]
+        worker.stop()
