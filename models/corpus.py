@@ -1,13 +1,17 @@
-"""The project's financial sentiment corpus: loading, validation, near-duplicate
+"""The project's financial sentiment corpus: loading, validation, agreement, near-duplicate
 detection and frozen splits.
 
 The corpus (``models/corpus/financial_sentiment.jsonl``) is original text
-written for this project under ``models/corpus/GUIDELINES.md``. Splits are made
-once by ``python -m models.corpus split`` and committed under
-``models/corpus/splits/``; ``SPLITS.json`` records their sha256 so any change to
-the frozen test split is caught by the tests. Near-duplicates (same sentence up
-to names and numbers) are clustered and each cluster goes to one split, so no
-split shares a text, or a near-identical one, with another.
+written for this project under ``models/corpus/GUIDELINES.md`` and labelled in
+two blind passes plus an adjudication pass; every row keeps the three labels and
+its agreement level (``all``/``majority``/``none``), and the loader refuses a row
+whose final label or agreement does not follow from its passes. The held-out
+``ood_test.jsonl`` was written and labelled separately and is never trained or
+tuned on. Splits are made once by ``python -m models.corpus split`` and
+committed under ``models/corpus/splits/``; ``SPLITS.json`` records their sha256
+so any change to the frozen test split is caught by the tests. Near-duplicates
+(same sentence up to names and numbers) are clustered and each cluster goes to
+one split, so no split shares a text, or a near-identical one, with another.
 """
 
 from __future__ import annotations
@@ -27,15 +31,19 @@ import typer
 from streams.contracts.labels import LABELS
 
 __all__ = [
-    "LABELS", "DOMAINS", "STYLES", "CorpusRow", "CorpusError", "load_corpus", "shingles",
-    "near_duplicate_pairs", "near_duplicate_rate", "make_splits", "load_split", "CORPUS_DIR",
+    "LABELS", "DOMAINS", "STYLES", "AGREEMENTS", "CorpusRow", "CorpusError", "load_corpus", "shingles",
+    "near_duplicate_pairs", "near_duplicate_rate", "make_splits", "load_split", "load_ood", "CORPUS_DIR",
+    "cohen_kappa", "agreement_report",
 ]
 
 DOMAINS = ("earnings", "guidance", "mergers", "analyst", "legal_regulatory", "management", "product",
-           "operations", "capital", "macro", "credit", "crypto", "markets")
-STYLES = ("headline", "lede", "social")
+           "operations", "capital", "macro", "credit", "crypto", "markets", "contracts", "company")
+STYLES = ("press", "headline", "lede", "analyst", "social", "forum")
+#: How the final label came about: both blind passes agreed; the adjudicator sided with one; all three differ.
+AGREEMENTS = ("all", "majority", "none")
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 CORPUS_FILE = CORPUS_DIR / "financial_sentiment.jsonl"
+OOD_FILE = CORPUS_DIR / "ood_test.jsonl"
 SPLITS_DIR = CORPUS_DIR / "splits"
 REQUIRED = ("id", "text", "label", "domain", "style")
 
@@ -51,10 +59,25 @@ class CorpusRow:
     label: str
     domain: str
     style: str
+    # labelling record (corpus files; other labelled files may lack it)
+    label_a: str | None = None
+    label_b: str | None = None
+    label_c: str | None = None
+    agreement: str | None = None
+    author_label: str | None = None
 
     @property
     def label_index(self) -> int:
         return LABELS.index(self.label)
+
+
+def _expected(a: str, b: str, c: str | None) -> tuple[str | None, str | None]:
+    """(final label, agreement) that labels a, b and adjudication c imply."""
+    if a == b:
+        return a, "all"
+    if c is None:
+        return None, None
+    return c, ("majority" if c in (a, b) else "none")
 
 
 def _records(path: Path) -> Iterable[tuple[int, object]]:
@@ -105,14 +128,39 @@ def load_corpus(path: Path | str, *, label_map: dict[str, str] | None = None) ->
         if record["id"] in seen:
             problems.append(f"{where}: duplicate id {record['id']!r} (first on line {seen[record['id']]})")
         seen[record["id"]] = line
+        record_labels = {k: record.get(k) for k in ("label_a", "label_b", "label_c", "agreement", "author_label")}
+        if record_labels["label_a"] is not None or record_labels["agreement"] is not None:
+            problems += [f"{where}: {msg}" for msg in _check_passes(label, record_labels)]
         if label in LABELS:
             rows.append(CorpusRow(record["id"], " ".join(record["text"].split()), label, record["domain"],
-                                  record["style"]))
+                                  record["style"], **record_labels))
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise CorpusError(f"{path}: {len(problems)} malformed row(s):\n  {shown}{more}")
     return rows
+
+
+def _check_passes(label: str, r: dict) -> list[str]:
+    a, b, c, agreement = r["label_a"], r["label_b"], r["label_c"], r["agreement"]
+    bad = [k for k in ("label_a", "label_b") if r[k] not in LABELS]
+    if c is not None and c not in LABELS:
+        bad.append("label_c")
+    if agreement not in AGREEMENTS:
+        bad.append("agreement")
+    if bad:
+        return [f"{', '.join(bad)} missing or not valid"]
+    final, level = _expected(a, b, c)
+    if final is None:
+        return ["label_a and label_b differ and there is no adjudication (label_c)"]
+    if a == b and c is not None:
+        return ["label_c given although the two passes agree"]
+    out = []
+    if label != final:
+        out.append(f"label {label!r} does not follow from the passes ({a}, {b}, {c}) -> {final!r}")
+    if agreement != level:
+        out.append(f"agreement {agreement!r} but the passes ({a}, {b}, {c}) make it {level!r}")
+    return out
 
 
 _TOKEN = re.compile(r"\$?[\w'.%-]+|[^\w\s]", re.UNICODE)
@@ -182,15 +230,17 @@ def _clusters(n: int, pairs: list[tuple[int, int, float]]) -> list[list[int]]:
     return list(groups.values())
 
 
-def make_splits(rows: list[CorpusRow], *, test: float = 0.2, validation: float = 0.1, seed: int = 2026,
+def make_splits(rows: list[CorpusRow], *, test: float = 0.1, validation: float = 0.05, seed: int = 2026,
                 threshold: float = 0.7) -> dict[str, list[CorpusRow]]:
-    """Stratified (label × domain) split of near-duplicate clusters."""
+    """Stratified (label × style × domain) split of near-duplicate clusters; rows whose three labels all
+    differ (agreement ``none``) go to no split."""
+    rows = [r for r in rows if r.agreement != "none"]
     clusters = _clusters(len(rows), near_duplicate_pairs([r.text for r in rows], threshold))
     rng = random.Random(seed)
-    strata: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
+    strata: dict[tuple[str, str, str], list[list[int]]] = defaultdict(list)
     for cluster in clusters:
         first = rows[cluster[0]]
-        strata[(first.label, first.domain)].append(cluster)
+        strata[(first.label, first.style, first.domain)].append(cluster)
     out: dict[str, list[CorpusRow]] = {"train": [], "validation": [], "test": []}
     for key in sorted(strata):
         group = strata[key]
@@ -214,6 +264,45 @@ def make_splits(rows: list[CorpusRow], *, test: float = 0.2, validation: float =
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_ood() -> list[CorpusRow]:
+    """The out-of-distribution test set: written and labelled apart from the corpus; never tune on it."""
+    return [r for r in load_corpus(OOD_FILE) if r.agreement != "none"]
+
+
+def cohen_kappa(a: list[str], b: list[str]) -> float:
+    """Cohen's kappa of two labellings of the same items.
+
+    >>> round(cohen_kappa(["x", "x", "y", "y"], ["x", "y", "y", "y"]), 3)
+    0.5
+    """
+    n = len(a)
+    if n == 0:
+        return float("nan")
+    observed = sum(x == y for x, y in zip(a, b)) / n
+    ca, cb = Counter(a), Counter(b)
+    chance = sum(ca[k] * cb[k] for k in ca) / (n * n)
+    return 1.0 if chance == 1 else (observed - chance) / (1 - chance)
+
+
+def agreement_report(rows: list[CorpusRow]) -> dict:
+    """Pass A vs pass B: agreement and Cohen's kappa overall, per style and per domain; agreement levels."""
+    labelled = [r for r in rows if r.label_a and r.label_b]
+
+    def summary(group: list[CorpusRow]) -> dict:
+        a, b = [r.label_a for r in group], [r.label_b for r in group]
+        return {"n": len(group), "raw_agreement": round(sum(x == y for x, y in zip(a, b)) / max(1, len(group)), 4),
+                "cohen_kappa": round(cohen_kappa(a, b), 4),
+                "levels": dict(Counter(r.agreement for r in group))}
+
+    by = {"style": defaultdict(list), "domain": defaultdict(list)}
+    for r in labelled:
+        by["style"][r.style].append(r)
+        by["domain"][r.domain].append(r)
+    return {"overall": summary(labelled),
+            **{key: {k: summary(v) for k, v in sorted(groups.items())} for key, groups in by.items()},
+            "final_vs_author": round(sum(r.label == r.author_label for r in labelled) / max(1, len(labelled)), 4)}
 
 
 def load_split(name: str, directory: Path = SPLITS_DIR) -> list[CorpusRow]:
@@ -260,6 +349,7 @@ def stats(path: Path = typer.Argument(CORPUS_FILE)) -> None:
         "near_duplicate_pairs": len(pairs),
         "near_duplicate_rate": round(near_duplicate_rate(texts), 4),
         "near_duplicate_definition": "Jaccard >= 0.7 of word 3-grams with names and numbers masked",
+        "agreement": agreement_report(rows),
         "mean_words": round(sum(len(t.split()) for t in texts) / max(1, len(texts)), 1),
         "examples": [[texts[i], texts[j], round(s, 2)] for i, j, s in sorted(pairs, key=lambda p: -p[2])[:5]],
     }
@@ -283,8 +373,8 @@ def split(path: Path = typer.Argument(CORPUS_FILE), out: Path = typer.Option(SPL
     summary = {name: {"rows": len(part), "labels": Counter(r.label for r in part)} for name, part in parts.items()}
     (out / "SPLITS.json").write_text(json.dumps({
         "source": path.name, "source_sha256": _sha(path), "seed": seed,
-        "method": "near-duplicate clusters (masked 3-gram Jaccard >= 0.7) stratified by label x domain; "
-                  "20% test, 10% validation",
+        "method": "near-duplicate clusters (masked 3-gram Jaccard >= 0.7) stratified by label x style x domain; "
+                  "10% test, 5% validation; agreement 'none' rows in no split",
         "files": files, "summary": summary}, indent=2) + "\n")
     typer.echo(json.dumps(summary, indent=2))
 
