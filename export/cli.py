@@ -24,6 +24,8 @@ def export(
     fp32_atol: float = typer.Option(1e-4, help="parity gate: max |logit diff| fp32 vs PyTorch"),
     min_agreement: float = typer.Option(0.97, help="parity gate: int8/fp16 label agreement with PyTorch"),
     max_f1_drop: float = typer.Option(0.01, help="parity gate: int8/fp16 macro-F1 drop on the labelled split"),
+    keep_fp32: bool = typer.Option(True, help="ship the fp32 graph too (--no-keep-fp32: int8 + fp16 only, "
+                                               "what models/default ships)"),
 ) -> None:
     """Export, run the parity gate (fails the export if not met), write manifest.json with sha256 of every file."""
     from export.onnx_export import ExportOptions, ParityError, export_checkpoint
@@ -32,7 +34,8 @@ def export(
         manifest = export_checkpoint(
             checkpoint, out,
             ExportOptions(name=name, version=version, max_length=max_length, int8=int8,
-                          fp16=fp16, fp32_atol=fp32_atol, min_agreement=min_agreement, max_f1_drop=max_f1_drop),
+                          fp16=fp16, fp32_atol=fp32_atol, min_agreement=min_agreement, max_f1_drop=max_f1_drop,
+                          keep_fp32=keep_fp32),
         )
     except ParityError as exc:
         typer.echo(f"export refused: {exc}", err=True)

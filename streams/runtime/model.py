@@ -47,7 +47,7 @@ from typing import Sequence
 import numpy as np
 
 from streams.runtime.manifest import Manifest, ManifestError, verify_directory
-from streams.runtime.session import choose_variant, open_session, pick_providers, runtime_defaults
+from streams.runtime.session import choose_variant, open_session, pick_providers, runtime_defaults, variant_source
 
 __all__ = ["SentimentModel", "Prediction", "load_model", "softmax", "combine_chunks"]
 
@@ -237,13 +237,13 @@ def load_model(
     manifest = verify_directory(directory)
     chosen_providers = pick_providers(providers)
     key = choose_variant(manifest, chosen_providers[0], variant)
-    path = directory / manifest.variant(key).file
+    path = variant_source(directory, manifest.variant(key))
     defaults = runtime_defaults(chosen_providers[0])
     threads = defaults["intra_op_threads"] if intra_op_threads is None else intra_op_threads
     try:
         session = open_session(path, chosen_providers, threads, disabled_optimizers)
     except Exception as exc:  # ORT raises its own exception types
-        raise ManifestError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        raise ManifestError(f"ONNX Runtime cannot load {directory / manifest.variant(key).file}: {exc}") from exc
     in_use = session.get_providers()[0]
     if in_use != chosen_providers[0]:
         log.warning("asked for %s but ONNX Runtime uses %s (missing CUDA/TensorRT libraries?)",

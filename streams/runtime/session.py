@@ -16,10 +16,10 @@ from typing import Sequence
 
 import logging
 
-from streams.runtime.manifest import Manifest
+from streams.runtime.manifest import Manifest, ManifestError, Variant
 
 __all__ = ["available_providers", "choose_variant", "pick_providers", "cgroup_cpu_limit", "usable_cores",
-           "runtime_defaults", "open_session", "CPU_DISABLED_OPTIMIZERS", "GPU_PROVIDERS"]
+           "runtime_defaults", "open_session", "variant_source", "CPU_DISABLED_OPTIMIZERS", "GPU_PROVIDERS"]
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +116,41 @@ def runtime_defaults(provider: str) -> dict[str, int]:
     return {"max_batch": 4, "parallel": cores, "intra_op_threads": 1 if cores > 1 else 0}
 
 
-def open_session(path: Path, providers: Sequence[str], intra_op_threads: int = 0,
+def variant_source(directory: Path, variant: Variant) -> Path | bytes:
+    """What ORT opens for ``variant``: its file, or, for a variant that borrows initializers from another
+    file (the fp16 graph borrows the word embeddings of the int8 one), the graph with those initializers
+    dequantized and put back, serialized (needs the ``onnx`` package: the ``[gpu]`` extra)."""
+    directory = Path(directory)
+    if not variant.borrows:
+        return directory / variant.file
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ManifestError(f"variant {variant.file} borrows initializers: pip install onnx ({exc})") from None
+    import numpy as np
+
+    model = onnx.load(str(directory / variant.file))
+    sources: dict[str, dict] = {}
+    for borrowed in variant.borrows:
+        if borrowed.file not in sources:
+            sources[borrowed.file] = {i.name: i for i in onnx.load(str(directory / borrowed.file)).graph.initializer}
+        inits = sources[borrowed.file]
+        q = numpy_helper.to_array(inits[borrowed.quantized]).astype(np.float32)
+        scale = numpy_helper.to_array(inits[borrowed.scale]).astype(np.float32)
+        zero = numpy_helper.to_array(inits[borrowed.zero_point]).astype(np.float32)
+        if scale.ndim == 1:  # per-axis (rows)
+            scale, zero = scale.reshape(-1, 1), zero.reshape(-1, 1)
+        table = ((q - zero) * scale).astype(borrowed.dtype)
+        model.graph.initializer.append(numpy_helper.from_array(table, borrowed.name))
+    return model.SerializeToString()
+
+
+def open_session(path: Path | bytes, providers: Sequence[str], intra_op_threads: int = 0,
                  disabled_optimizers: Sequence[str] | None = None):
-    """An ORT session with the graph optimisations this runtime uses: all,
-    minus ``disabled_optimizers`` (default: :data:`CPU_DISABLED_OPTIMIZERS`
-    when CPU comes first, none on GPU)."""
+    """An ORT session (from a file, or a serialized graph: :func:`variant_source`) with the graph
+    optimisations this runtime uses: all, minus ``disabled_optimizers`` (default:
+    :data:`CPU_DISABLED_OPTIMIZERS` when CPU comes first, none on GPU)."""
     ort = _ort()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -129,5 +159,6 @@ def open_session(path: Path, providers: Sequence[str], intra_op_threads: int = 0
     options.log_severity_level = 3
     if disabled_optimizers is None:
         disabled_optimizers = CPU_DISABLED_OPTIMIZERS if providers[0] == "CPUExecutionProvider" else ()
-    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers),
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, sess_options=options, providers=list(providers),
                                 disabled_optimizers=list(disabled_optimizers))
