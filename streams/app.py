@@ -26,6 +26,7 @@ from streams.aggregation.agent import AggregationStage, attach_aggregation
 from streams.contracts.records import DeadLetter
 from streams.contracts.settings import Settings, load_settings
 from streams.kafka.consumer import SafeCommitApp
+from streams.kafka.observe import serve_operations
 from streams.kafka.recovery import watch_recovery
 from streams.kafka.security import faust_credentials
 from streams.notify.webhook import attach_webhook
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     scoring = attach_scoring(app, settings, dead_letters=dead_letters,
                              mentions=aggregation.mentions_topic if aggregation else None)
     app.finsentry = Stages(settings, scoring, aggregation)  # type: ignore[attr-defined]
+    if settings.web_port:
+        serve_operations(app)
     return app
 
 

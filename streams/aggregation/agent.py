@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 from streams.aggregation.engine import Aggregator, Effects, EngineConfig
 from streams.aggregation.rules import RuleSet, load_rules
+from streams.contracts import metrics
 from streams.contracts.records import Alert, DeadLetter, Mention
 from streams.contracts.settings import Settings
 from streams.influx.points import alert_point, window_point
@@ -126,7 +127,8 @@ def attach_aggregation(app: faust.App, settings: Settings, dead_letters: faust.T
                 for event in events:
                     engine.observe(event.value, event.message.partition, now=now, effects=effects)
                 points = effect_points(effects)
-                rejected = await sink.write(points) if points else []
+                with metrics.SINK_WRITE_SECONDS.labels(stage="aggregation").time():
+                    rejected = await sink.write(points) if points else []
                 for bad in rejected:  # our own points: a rejection is a bug or a schema clash, say so loudly
                     log.error("InfluxDB rejected an aggregate point: %s (%s)", bad.line[:200], bad.reason)
                 await deliver([(alerts, a.dedup_key.encode(), a) for a in effects.alerts]
@@ -134,6 +136,12 @@ def attach_aggregation(app: faust.App, settings: Settings, dead_letters: faust.T
                               f"{len(effects.alerts)} alerts / {len(rejected)} rejected points")
                 for alert in effects.alerts:
                     log.info("alert %s %s: %s", alert.status, alert.dedup_key, alert.suggestion)
+                    metrics.ALERTS.labels(status=alert.status, severity=alert.severity).inc()
+                metrics.DEAD_LETTERS.labels(stage="sink").inc(len(rejected))
+                counted = effects.mentions - effects.duplicates - effects.late
+                metrics.MENTIONS.labels(outcome="counted").inc(max(0, counted))
+                metrics.MENTIONS.labels(outcome="duplicate").inc(effects.duplicates)
+                metrics.MENTIONS.labels(outcome="late").inc(effects.late)
                 written = set()
                 for key, value in effects.writes():
                     _save(table, value["partition"], key, value)

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import aiohttp
 
+from streams.contracts import metrics
 from streams.contracts.settings import InfluxApi, InfluxSettings
 
 __all__ = [
@@ -72,6 +73,7 @@ class SinkStats:
 
     def record_error(self, status: str, message: str) -> None:
         self.errors_by_status[status] = self.errors_by_status.get(status, 0) + 1
+        metrics.SINK_ERRORS.labels(status=status).inc()
         self.last_error = message
 
 
@@ -110,6 +112,7 @@ class InfluxSink(abc.ABC):
                     raise
                 attempt += 1
                 self.stats.retries += 1
+                metrics.SINK_RETRIES.inc()
                 wait = min(delay, self.settings.retry_max) * random.uniform(0.8, 1.2)
                 log.warning("InfluxDB write failed (attempt %d), retrying in %.1fs: %s", attempt, wait, exc)
                 await asyncio.sleep(wait)
@@ -129,6 +132,7 @@ class InfluxSink(abc.ABC):
         self.stats.writes += 1
         self.stats.points += len(lines) - len(rejected)
         self.stats.rejected_points += len(rejected)
+        metrics.SINK_REJECTED.inc(len(rejected))
         return rejected
 
     async def _isolate(self, lines: Sequence[str]) -> list[Rejected]:

@@ -51,6 +51,8 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
 
+from streams.contracts import metrics
+
 __all__ = ["SafeCommitConsumer", "SafeCommitTransport", "SafeCommitApp", "OffsetLedgerStats"]
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,10 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def committed_offset(self, tp: TP) -> Optional[int]:
+        """The last offset committed for ``tp`` by this consumer (the next one to read), if any."""
+        return self._committed_offset.get(tp)
+
     # -- delivery ---------------------------------------------------------------------------------
 
     async def _wait_next_records(self, timeout: float):
@@ -150,6 +156,7 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
         async for tp, message in super().getmany(timeout):
             if self._is_stale(tp):
                 self.ledger.stale_records += 1
+                metrics.LEDGER.labels(event="stale_record").inc()
                 continue  # fetched before this partition was sought: the seek fetches it again
             if acks_enabled_for(message.topic):
                 committed = self._committed_offset[tp]
@@ -200,6 +207,7 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
                 for o in range(interval.begin, interval.end):
                     if o in delivered:
                         self.ledger.gap_offsets_refused += 1
+                        metrics.LEDGER.labels(event="gap_offset_refused").inc()
                     else:
                         merged.append(o)
             if merged:
@@ -236,6 +244,7 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
         elif time.monotonic() - since[1] > STALL_RESEEK_AFTER:
             self._blocked_since.pop(tp, None)
             self.ledger.reseeks += 1
+            metrics.LEDGER.labels(event="reseek").inc()
             log.warning("%s: offset %d was delivered but never processed; seeking back to it", tp, undone)
             self._delivered[tp].discard(undone)
             self._read_offset[tp] = committed

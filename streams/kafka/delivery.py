@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any, Sequence
 
+from streams.contracts import metrics
 from streams.contracts.records import DeadLetter
 
 __all__ = ["deliver", "UndeliverableRecord"]
@@ -53,6 +54,7 @@ async def deliver(records: Sequence[tuple[Any, bytes | None, Any]], what: str) -
                 continue
             raise UndeliverableRecord(f"{what}: the broker refuses the record: {exc}") from exc
         except KafkaError as exc:
+            metrics.DELIVERY_RETRIES.inc()
             log.warning("sending %s failed, retrying in %.1fs: %s", what, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import faust
 
+from streams.contracts import metrics
 from streams.contracts.records import Alert, DeadLetter
 from streams.contracts.settings import AlertSettings
 from streams.kafka.delivery import deliver
@@ -109,6 +110,9 @@ def attach_webhook(app: faust.App, settings: Any, alerts_topic: Any, dead_topic:
             async for event in stream.events():
                 alert: Alert = event.value
                 result = await hook.deliver(alert)
+                metrics.WEBHOOK.labels(result="delivered" if result.delivered else "dead_lettered").inc()
+                if not result.delivered:
+                    metrics.DEAD_LETTERS.labels(stage="notify").inc()
                 if result.delivered:
                     log.info("webhook: %s %s delivered (attempt %d)", alert.status, alert.dedup_key, result.attempts)
                     continue

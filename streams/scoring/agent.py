@@ -20,6 +20,7 @@ from typing import Any
 
 import faust
 
+from streams.contracts import metrics
 from streams.contracts.records import Mention, Score
 from streams.contracts.settings import Settings
 from streams.influx.sink import make_sink
@@ -58,6 +59,17 @@ def _model_loader(settings: Settings):
     return load
 
 
+def _count(batch: list[Incoming], result: BatchResult) -> None:
+    metrics.BATCH_SIZE.observe(len(batch))
+    for msg in batch:
+        metrics.ITEMS.labels(outcome="received", topic=msg.topic).inc()
+    for source in result.sources:
+        metrics.ITEMS.labels(outcome="scored", topic=source.rsplit(":", 1)[0]).inc()
+    for letter in result.dead_letters:
+        metrics.ITEMS.labels(outcome="dead_lettered", topic=letter.topic).inc()
+        metrics.DEAD_LETTERS.labels(stage=letter.stage).inc()
+
+
 def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.TopicT,
                    mentions: faust.TopicT | None) -> ScoringStage:
     """Declare the input, scores topics and the ``score-items`` agent on ``app``."""
@@ -81,6 +93,8 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
             t.news, t.social, t.scores, settings.batch.size, settings.batch.wait, model.name, model.version,
             model.variant, model.provider, settings.influx.api.value, settings.influx.url, settings.redacted(),
         )
+        metrics.MODEL.info({"name": model.name, "version": model.version, "variant": model.variant,
+                            "provider": model.provider})
         extractor = default_extractor() if settings.extract_tickers else None
         stage.scorer = BatchScorer(model, sink, kind_by_topic=kind_by_topic, executor=executor,
                                    max_text_chars=settings.batch.max_text_chars,
@@ -94,6 +108,8 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
             scorer = stage.scorer
             if scorer is not None and (new := await watcher.check(scorer.model)) is not None:
                 scorer.model = new  # the next batch uses it; in-flight batches keep theirs
+                metrics.MODEL.info({"name": new.name, "version": new.version, "variant": new.variant,
+                                    "provider": new.provider})
 
     def to_mentions(result: BatchResult) -> list[Mention]:
         out = []
@@ -138,6 +154,7 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
     @app.agent(inputs, name="score-items")
     async def score_items(stream: faust.StreamT) -> None:
         await start()
+        metrics.READY.set(1)
         try:
             async for events in stream.noack_take(settings.batch.size, within=settings.batch.wait):
                 batch = [Incoming(topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,
@@ -147,9 +164,11 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
                 await publish(result)
                 for event in events:
                     await stream.ack(event)
+                _count(batch, result)
                 log.debug("batch %d: %d scored, %d dead-lettered, %.1f ms", len(batch),
                           len(result.scores), len(result.dead_letters), result.total_ms)
         finally:
+            metrics.READY.set(0)
             await sink.stop()
 
     return stage

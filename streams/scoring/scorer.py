@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from streams.runtime.model import SentimentModel
+from streams.contracts import metrics
 from streams.influx.points import pipeline_point, score_points
 from streams.contracts.records import DeadLetter, Item, Score, Stage
 from streams.contracts.schema import MAX_TICKERS, BadInput, parse_item
@@ -147,6 +148,7 @@ class BatchScorer:
         t0 = time.perf_counter()
         rows, errors = await self._infer_isolating(model, [item.scoring_text for _, item in items])
         result.inference_ms = (time.perf_counter() - t0) * 1000
+        metrics.INFERENCE_SECONDS.observe(result.inference_ms / 1000)
 
         scored_at = datetime.now(timezone.utc)
         labels = model.labels
@@ -182,7 +184,8 @@ class BatchScorer:
                 latency_p50_ms=float(np.median(latencies)) if latencies else 0.0,
                 latency_max_ms=max(latencies, default=0.0),
             )
-        rejected = await self.sink.write(lines + ([health] if health else []))
+        with metrics.SINK_WRITE_SECONDS.labels(stage="scoring").time():
+            rejected = await self.sink.write(lines + ([health] if health else []))
 
         bad_rows: dict[int, str] = {}
         for rej in rejected:
