@@ -76,3 +76,57 @@ def test_generate_writes_items_and_the_injected_events(tmp_path):
     for event in truth["events"]:
         injected = [i for i in items if i["origin"].endswith(event["start"]) and i["tickers"] == [event["ticker"]]]
         assert injected or event["kind"] == "drift"
+
+
+def test_sample_writes_the_stream_and_the_malformed_lines(tmp_path):
+    out = tmp_path / "sample.jsonl"
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "sample", str(out), "--n", "40", "--with-bad"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = out.read_bytes().splitlines()
+    good = [json.loads(line) for line in lines[:40]]
+    assert len({item["id"] for item in good}) == 40 and all(item["published_at"] for item in good)
+    assert len(lines) > 40  # the malformed lines follow, one per line
+    assert f"wrote {len(lines)} lines" in result.stderr
+
+
+def test_schema_prints_the_published_document():
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "schema"], capture_output=True, text=True)
+    assert result.returncode == 0
+    from streams.contracts.schema import json_schema
+
+    assert json.loads(result.stdout) == json_schema()
+
+
+@pytest.mark.integration
+def test_topics_create_then_publish_routes_lines_to_their_topics(broker, tmp_path):
+    import asyncio
+
+    from streams.contracts.settings import KafkaSettings
+    from streams.tools.services import read_records
+
+    env_topics = {"FINSENTRY_TOPICS__NEWS": "cli-news", "FINSENTRY_TOPICS__SOCIAL": "cli-social"}
+    env = {**__import__("os").environ, **env_topics}
+    created = subprocess.run([sys.executable, "-m", "streams.cli", "topics", "create", "--broker", broker.url],
+                             capture_output=True, text=True, env=env)
+    assert created.returncode == 0 and "cli-news" in created.stderr, created.stderr
+    items = tmp_path / "items.jsonl"
+    items.write_text("\n".join(json.dumps(i) for i in [
+        {"id": "n1", "source": "w", "published_at": "2026-01-01T00:00:00Z", "headline": "h"},
+        {"id": "p1", "source": "x", "published_at": "2026-01-01T00:00:00Z", "text": "$AAPL up"}]) + "\n")
+    published = subprocess.run([sys.executable, "-m", "streams.cli", "publish", str(items), "--broker", broker.url],
+                               capture_output=True, text=True, env=env)
+    assert published.returncode == 0 and "published 2 items" in published.stderr, published.stderr
+    kafka = KafkaSettings(broker=broker.url)
+    assert [r.key for r in asyncio.run(read_records(kafka, "cli-news", 1, 20))] == [b"n1"]
+    assert [r.key for r in asyncio.run(read_records(kafka, "cli-social", 1, 20))] == [b"p1"]
+
+
+@pytest.mark.integration
+def test_demo_runs_end_to_end_with_a_small_model(tiny_model_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--model-dir", str(tiny_model_dir),
+                             "--n", "60", "--rate", "300", "--influx", "local"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "60 items scored, 6 dead-lettered" in result.stdout
+    assert "InfluxDB holds" in result.stdout and "sentiment points" in result.stdout

@@ -56,6 +56,7 @@ __all__ = [
     "WorkerProcess",
     "new_pipeline",
     "stop_workers",
+    "read_records",
 ]
 
 
@@ -449,7 +450,7 @@ class Pipeline:
 
     def read_topic(self, topic: str, expect: int, timeout: float = 60) -> list:
         """All messages of ``topic`` from the beginning (stops at ``expect`` or timeout)."""
-        return asyncio.run(_read_topic(self.kafka, topic, expect, timeout))
+        return asyncio.run(read_records(self.kafka, topic, expect, timeout))
 
     def wait_for_points(self, expected: int, timeout: float = 180, where: str = "") -> int:
         deadline = time.monotonic() + timeout
@@ -495,7 +496,9 @@ async def _read_to_sentinels(kafka: KafkaSettings, topic: str, timeout: float) -
     return out
 
 
-async def _read_topic(kafka: KafkaSettings, topic: str, expect: int, timeout: float) -> list:
+async def read_records(kafka: KafkaSettings, topic: str, expect: int, timeout: float) -> list:
+    """Records of ``topic`` from the beginning, until ``expect`` arrived or ``timeout`` (plus whatever else
+    is already there: duplicates would show)."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, group_id=None,
