@@ -10,7 +10,12 @@ and a real worker process, then measures:
   items/s = items / (first publish -> last point stored in InfluxDB);
 * **latency**: items published at ``--latency-load`` × the measured
   throughput; per item, Kafka timestamp of its score record (sent only after
-  InfluxDB accepted the batch) minus its publish timestamp; p50/p99.
+  InfluxDB accepted the batch) minus its publish timestamp; p50/p99;
+* **CPU**: CPU-seconds per 1,000 items of the worker, the broker and InfluxDB
+  during the throughput run (``/proc/<pid>/stat``, all threads);
+* **the model alone**: the same texts through the same model directory and
+  variant (``streams.runtime``) in calls of the batch size, in this process:
+  items/s and CPU-s per 1,000; the pipeline's ratio to it.
 
 Prints a table and writes ``bench/results/pipeline.json``. Numbers, not
 assertions: these machines are noisy, compare within one run.
@@ -76,6 +81,33 @@ async def _score_timestamps(kafka: KafkaSettings, topic: str, ids: set[str], tim
     return found
 
 
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def model_alone(model_dir: Path, variant: str, texts: list[str], batch_size: int, env: dict[str, str]) -> dict:
+    """The model by itself on ``texts`` (worker runtime settings from ``env``), best of 2 passes."""
+    from streams.contracts.settings import RuntimeSettings
+    from streams.runtime import load_model
+
+    runtime = RuntimeSettings.model_validate({k.split("__", 1)[1].lower(): v for k, v in env.items()
+                                              if k.startswith("FINSENTRY_RUNTIME__")})
+    model = load_model(model_dir, variant=variant, intra_op_threads=runtime.intra_op_threads,
+                       max_batch=runtime.max_batch, parallel=runtime.parallel, warm_up=True)
+    best = None
+    for _ in range(2):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(0, len(texts), batch_size):
+            model.predict_proba(texts[i : i + batch_size])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if best is None or wall < best[0]:
+            best = (wall, cpu)
+    wall, cpu = best
+    return {"items_s": round(len(texts) / wall, 1), "cpu_s_per_1000": round(cpu / len(texts) * 1000, 3)}
+
+
 def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, latency_load: float,
              latency_items: int, env: dict[str, str] | None = None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="finsentry-bench-"))
@@ -96,11 +128,14 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
         _wait_points(influx_url, "finsentry", warm_points, 300)
 
         bulk, bulk_points = batch(2, n_items)
+        pids = {"worker": stack.worker.pid, "broker": stack.broker_pid, "influxdb": stack.influx_pid}
+        cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         start = time.monotonic()
         asyncio.run(publish(bulk, kafka))
         published = time.monotonic()
         end = _wait_points(influx_url, "finsentry", warm_points + bulk_points, 900)
         throughput = n_items / (end - start)
+        cpu = {name: round((_cpu_seconds(pid) - cpu_before[name]) / n_items * 1000, 3) for name, pid in pids.items()}
 
         rate = max(1.0, throughput * latency_load)
         paced, paced_points = batch(3, latency_items)
@@ -138,9 +173,14 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
 
         log = stack.log_path.read_text(errors="replace")
         provider = "CPUExecutionProvider" if "on CPUExecutionProvider" in log else "see worker log"
+        texts = [json.loads(m.value).get("headline") or json.loads(m.value).get("text") for m in bulk]
+        alone = model_alone(model_dir, variant, texts, batch_size, env or {})
         return {
             "variant": variant, "batch_size": batch_size, "provider": provider, "env": env or {},
             "items": n_items, "points": bulk_points, "throughput_items_s": round(throughput, 1),
+            "cpu_s_per_1000_items": cpu, "model_alone": alone,
+            "ratio_to_model_alone": round(throughput / alone["items_s"], 3),
+            "worker_cpu_ms_per_item_outside_model": round(cpu["worker"] - alone["cpu_s_per_1000"], 3),
             "publish_items_s": round(n_items / (published - start), 1),
             "latency_rate_items_s": round(rate, 1), "latency_items": len(latencies),
             "latency_p50_ms": pct(0.50), "latency_p99_ms": pct(0.99), "latency_max_ms": latencies[-1] if latencies else None,
@@ -149,7 +189,7 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", type=Path, default=ROOT / "artifacts" / "model")
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "default")
     parser.add_argument("--variant", action="append", help="model variant(s); default int8")
     parser.add_argument("--batch-size", type=int, action="append", help="batch size(s); default 32")
     parser.add_argument("--items", type=int, default=3000)
@@ -174,9 +214,13 @@ def main() -> None:
               "model": {"name": manifest["name"], "version": manifest["version"]}, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'variant':8} {'batch':>5} {'items/s':>8} {'p50 ms':>8} {'p99 ms':>8}  (latency at {args.latency_load:.0%} load)")
+    print(f"\n{'variant':8} {'batch':>5} {'items/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'model/s':>8} {'ratio':>6} "
+          f"{'CPU-s/1000: worker':>19} {'broker':>7} {'influx':>7} {'model':>6}  (latency at {args.latency_load:.0%} load)")
     for r in results:
-        print(f"{r['variant']:8} {r['batch_size']:>5} {r['throughput_items_s']:>8} {r['latency_p50_ms']:>8.0f} {r['latency_p99_ms']:>8.0f}")
+        c = r["cpu_s_per_1000_items"]
+        print(f"{r['variant']:8} {r['batch_size']:>5} {r['throughput_items_s']:>8} {r['latency_p50_ms']:>7.0f} "
+              f"{r['latency_p99_ms']:>7.0f} {r['model_alone']['items_s']:>8} {r['ratio_to_model_alone']:>6} "
+              f"{c['worker']:>19} {c['broker']:>7} {c['influxdb']:>7} {r['model_alone']['cpu_s_per_1000']:>6}")
     print(f"wrote {args.out}")
 
 

@@ -171,7 +171,7 @@ class BatchSettings(BaseModel):
 
 
 class RuntimeSettings(BaseModel):
-    """How the model runs (see streams/model.py for chunking and batching)."""
+    """How the model runs (see streams/runtime/model.py for chunking and batching)."""
 
     providers: list[str] | None = Field(
         None, description="ONNX Runtime providers in order; default TensorRT, CUDA, CPU as available")
@@ -250,7 +250,8 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     alerts: AlertSettings = AlertSettings()
-    model_dir: Path = Field(Path("artifacts/model"), description="model directory made by `finsentry export`")
+    model_dir: Path = Field(Path("models/default"), description="model directory made by `finsentry export` "
+                            "(default: the shipped default model)")
     model_variant: str | None = Field(None, description="fp32 | int8 | fp16; default: fp16 on GPU, int8 on CPU")
     extract_tickers: bool = Field(True, description="find tickers in the text of items that carry none")
     web_port: int = Field(6066, ge=0, le=65535, description="Faust web (health) port; 0 disables")

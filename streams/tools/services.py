@@ -312,6 +312,8 @@ class LocalPipeline:
     env: dict[str, str]
     worker: subprocess.Popen
     log_path: Path
+    broker_pid: int = 0
+    influx_pid: int = 0
 
 
 @contextlib.contextmanager
@@ -338,7 +340,7 @@ def local_pipeline(model_dir: Path, workdir: Path, settings: dict[str, str] | No
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
                                   cwd=Path(__file__).resolve().parents[2], env=env,
                                   stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
-        yield LocalPipeline(broker.url, influx.url, env, worker, log_path)
+        yield LocalPipeline(broker.url, influx.url, env, worker, log_path, broker.process.pid, influx.process.pid)
     finally:
         if worker is not None:
             worker.terminate()
