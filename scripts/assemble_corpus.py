@@ -26,7 +26,8 @@ from models.corpus import CORPUS_DIR, near_duplicate_pairs  # noqa: E402
 
 SHORT = {"pos": "positive", "neu": "neutral", "neg": "negative"}
 PART_IDS = {"p1-press-results": "pr2", "p2-press-business": "pb2", "p3-press-corporate": "pc2",
-            "p4-headlines": "hl2", "p5-ledes-analyst-macro": "la2", "p6-social": "so2", "p7-forum": "fo2"}
+            "p4-headlines": "hl2", "p5-ledes-analyst-macro": "la2", "p6-social": "so2", "p7-forum": "fo2",
+            "p8-posts-jargon": "pj2"}
 
 
 def _passes(work: Path) -> dict[str, dict[str, str]]:
@@ -69,9 +70,8 @@ def _drafts(folder: Path) -> list[tuple[str, dict]]:
 def main(work: Path, v1_path: Path) -> None:
     labels = _passes(work)
     by_source = {}
-    for name in ["ood", "v1", *PART_IDS]:
-        keymap = json.loads((work / f"keymap-{name}.json").read_text())
-        by_source.update({source: labels[key] for key, source in keymap.items()})
+    for path in sorted(work.glob("keymap-*.json")):
+        by_source.update({source: labels[key] for key, source in json.loads(path.read_text()).items()})
 
     rows: list[dict] = []
     v1 = [json.loads(line) for line in open(v1_path)]
