@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         datadir=str(settings.data_dir),
         web_enabled=settings.web_port != 0,
         web_port=settings.web_port or 6066,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         stream_wait_empty=False,
     )
     app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms

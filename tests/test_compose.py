@@ -74,12 +74,21 @@ def test_worker_environment_is_valid_settings(monkeypatch):
 
 
 def test_mounts_point_at_files_in_the_repo():
-    for service in ("grafana", "influxdb", "worker"):
+    for service in ("grafana", "influxdb", "worker", "prometheus"):
         for volume in SERVICES[service]["volumes"]:
-            source = volume.split(":")[0]
+            source = re.sub(r"^\$\{\w+:-([^}]*)\}", r"\1", volume).split(":")[0]  # ${VAR:-default}: the default
             if source.startswith("./") and not source.startswith("./artifacts"):  # artifacts: built by the user
                 assert (ROOT / source).exists(), f"{service} mounts missing {source}"
     assert any(v.startswith("./dashboards/provisioning:") for v in SERVICES["grafana"]["volumes"])
+
+
+def test_prometheus_scrapes_every_worker_on_its_web_port():
+    config = yaml.safe_load((ROOT / "dashboards" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    targets = {t for group in job["static_configs"] for t in group["targets"]}
+    port = SERVICES["worker"]["environment"]["FINSENTRY_WEB_PORT"]
+    assert job["metrics_path"] == "/metrics" and targets == {f"worker:{port}", f"worker-gpu:{port}"}
+    assert SERVICES["worker"]["environment"]["FINSENTRY_WEB_BIND"] == "0.0.0.0"
 
 
 def test_gpu_profile_reserves_an_nvidia_device():

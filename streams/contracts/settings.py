@@ -254,7 +254,9 @@ class Settings(BaseSettings):
                             "(default: the shipped default model)")
     model_variant: str | None = Field(None, description="fp32 | int8 | fp16; default: fp16 on GPU, int8 on CPU")
     extract_tickers: bool = Field(True, description="find tickers in the text of items that carry none")
-    web_port: int = Field(6066, ge=0, le=65535, description="Faust web (health) port; 0 disables")
+    web_port: int = Field(6066, ge=0, le=65535,
+                          description="worker web port: /metrics, /healthz, /readyz (and Faust's pages); 0 disables")
+    web_bind: str = Field("127.0.0.1", description="address the web port listens on (0.0.0.0 in a container)")
     data_dir: Path = Field(Path(".finsentry-data"), description="Faust local state directory")
     log_level: str = "info"
 
