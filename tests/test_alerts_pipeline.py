@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from streams.tools.generator import InjectedEvent, StreamSpec, TickerProfile, generate
+from streams.tools.services import wait_for
 from streams.contracts.records import Alert, DeadLetter
 from streams.aggregation.windows import window_start
 
@@ -59,18 +60,6 @@ class WebhookServer:
         self.server.shutdown()
 
 
-def _wait(predicate, timeout: float, what: str, worker=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker is not None and worker.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {worker.proc.returncode}\n{worker.output()[-3000:]}")
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}" + (f"\n{worker.output()[-3000:]}" if worker else ""))
-
-
 def _window_counts(pipeline, window: str) -> dict[tuple[str, int], int]:
     rows = pipeline.influx.query(f"SELECT \"count\", ticker FROM ticker_window WHERE \"window\" = '{window}'", epoch="s")
     return {(r["ticker"], r["time"]): r["count"] for r in rows}
@@ -92,7 +81,7 @@ def test_negative_burst_raises_exactly_one_alert_quiet_tickers_none(pipeline, ti
                                        FINSENTRY_ALERTS__WEBHOOK_RETRY_INITIAL="0.2")
         pipeline.publish([json.dumps(i).encode() for i in items] + [_flush_item(T0 + timedelta(hours=6))])
         expected = Counter(i["tickers"][0] for i in items)
-        _wait(lambda: sum(c for (t, _), c in _window_counts(pipeline, "5m").items() if t != "ZZZZ")
+        wait_for(lambda: sum(c for (t, _), c in _window_counts(pipeline, "5m").items() if t != "ZZZZ")
               == len(items), 240, "every 5m window to close", worker)
 
         records = pipeline.read_topic(pipeline.topics.alerts, expect=2, timeout=30)
@@ -126,7 +115,7 @@ def test_negative_burst_raises_exactly_one_alert_quiet_tickers_none(pipeline, ti
             assert {t: per_ticker[t] for t in expected} == dict(expected), window
 
         # the webhook got the alert after one refused attempt; the URL never reaches the log
-        _wait(lambda: any(event_ticker in p["text"] and "firing" in p["text"] for p in hook.posts), 30,
+        wait_for(lambda: any(event_ticker in p["text"] and "firing" in p["text"] for p in hook.posts), 30,
               "the webhook post", worker)
         assert hook.statuses[0] == 503
         assert all("blocks" in p for p in hook.posts)
@@ -148,7 +137,7 @@ def test_aggregates_survive_sigkill_without_double_counting(pipeline, tiny_senti
                                  kwargs={"rate": 150.0})
     publisher.start()
     for fraction in (0.3, 0.6):
-        _wait(lambda: pipeline.wait_for_points(int(len(items) * fraction), timeout=1) >= len(items) * fraction,
+        wait_for(lambda: pipeline.wait_for_points(int(len(items) * fraction), timeout=1) >= len(items) * fraction,
               120, f"{fraction:.0%} of the items", worker)
         worker.kill()
         worker = pipeline.start_worker(**env)
@@ -160,7 +149,7 @@ def test_aggregates_survive_sigkill_without_double_counting(pipeline, tiny_senti
         ts = datetime.fromisoformat(item["published_at"].replace("Z", "+00:00")).timestamp()
         for label, size in (("1m", 60), ("5m", 300)):
             expected[label][(item["tickers"][0], window_start(ts, size))] += 1
-    _wait(lambda: sum(c for (t, _), c in _window_counts(pipeline, "5m").items() if t != "ZZZZ") >= len(items),
+    wait_for(lambda: sum(c for (t, _), c in _window_counts(pipeline, "5m").items() if t != "ZZZZ") >= len(items),
           240, "every 5m window to close", worker)
     time.sleep(2)
     for label in ("1m", "5m"):
@@ -197,7 +186,7 @@ def test_webhook_gives_up_into_the_dead_letter_topic(pipeline, tiny_sentiment_mo
         worker = pipeline.start_worker(FINSENTRY_MODEL_DIR=str(tiny_sentiment_model_dir),
                                        FINSENTRY_ALERTS__WEBHOOK_URL=f"http://127.0.0.1:{server.server_address[1]}/x")
         pipeline.publish([json.dumps(i).encode() for i in items])
-        letters = _wait(lambda: [DeadLetter.loads(r.value) for r in
+        letters = wait_for(lambda: [DeadLetter.loads(r.value) for r in
                                  pipeline.read_topic(pipeline.topics.dead_letter, expect=1, timeout=5)],
                         120, "the dead letter", worker)
         letter = letters[0]
@@ -225,14 +214,14 @@ def test_a_webhook_that_is_down_gets_the_alert_once_it_is_back(pipeline, tiny_se
                                    FINSENTRY_ALERTS__WEBHOOK_RETRY_INITIAL="0.2",
                                    FINSENTRY_ALERTS__WEBHOOK_RETRY_MAX="1", FINSENTRY_ALERTS__WEBHOOK_MAX_ATTEMPTS="60")
     pipeline.publish([json.dumps(i).encode() for i in items])
-    records = _wait(lambda: pipeline.read_topic(pipeline.topics.alerts, expect=1, timeout=2), 120, "an alert", worker)
+    records = wait_for(lambda: pipeline.read_topic(pipeline.topics.alerts, expect=1, timeout=2), 120, "an alert", worker)
     fired = Alert.loads(records[0].value)
-    _wait(lambda: pipeline.wait_for_points(len(items), timeout=1) >= len(items), 120, "every item", worker)
+    wait_for(lambda: pipeline.wait_for_points(len(items), timeout=1) >= len(items), 120, "every item", worker)
     time.sleep(3)  # several refused attempts
     assert "webhook" in worker.output() and "delivered" not in worker.output()
     hook = WebhookServer(fail_first=0, port=port)
     try:
-        _wait(lambda: any(fired.dedup_key in json.dumps(p) for p in hook.posts), 60, "the webhook post", worker)
+        wait_for(lambda: any(fired.dedup_key in json.dumps(p) for p in hook.posts), 60, "the webhook post", worker)
         assert pipeline.read_all(pipeline.topics.dead_letter) == []
     finally:
         hook.close()

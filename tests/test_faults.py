@@ -25,21 +25,9 @@ from streams.contracts.records import DeadLetter
 from streams.tools import services
 from streams.tools.chaos import expected_points, kill_round, stored_points, tagged_items
 from streams.tools.samples import hostile_payloads, special_items
-from streams.tools.services import new_pipeline, stop_workers
+from streams.tools.services import new_pipeline, stop_workers, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-def _wait(predicate, timeout: float, what: str, worker=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker is not None and worker.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {worker.proc.returncode}\n{worker.output()[-3000:]}")
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}" + (f"\n{worker.output()[-3000:]}" if worker else ""))
 
 
 def _exactly_once(pipe, items) -> None:
@@ -85,11 +73,11 @@ def test_two_workers_one_killed_the_survivor_takes_over_nothing_lost_state_intac
         publisher = threading.Thread(target=pipe.publish, args=([json.dumps(i).encode() for i in items],),
                                      kwargs={"rate": 120}, daemon=True)
         publisher.start()
-        _wait(lambda: "worker ready" in first.output() and "worker ready" in second.output(), 120, "both workers")
-        _wait(lambda: pipe.wait_for_points(400, timeout=1) >= 400, 120, "a live stream", first)
+        wait_for(lambda: "worker ready" in first.output() and "worker ready" in second.output(), 120, "both workers")
+        wait_for(lambda: pipe.wait_for_points(400, timeout=1) >= 400, 120, "a live stream", first)
         second.kill()
         publisher.join()
-        _wait(lambda: pipe.wait_for_points(len(items), timeout=1) >= len(items), 240, "every item", first)
+        wait_for(lambda: pipe.wait_for_points(len(items), timeout=1) >= len(items), 240, "every item", first)
         time.sleep(2)
         _exactly_once(pipe, items)
         states = _changelog_states(pipe)
@@ -126,16 +114,16 @@ def test_influxdb_paused_then_killed_longer_than_the_poll_limit_loses_and_duplic
         publisher = threading.Thread(target=pipe.publish, args=([json.dumps(i).encode() for i in items],),
                                      kwargs={"rate": 50}, daemon=True)
         publisher.start()
-        _wait(lambda: pipe.wait_for_points(100, timeout=1) >= 100, 120, "a live stream", worker)
+        wait_for(lambda: pipe.wait_for_points(100, timeout=1) >= 100, 120, "a live stream", worker)
         influx.process.send_signal(signal.SIGSTOP)  # hung server: writes time out
         time.sleep(12)
         influx.process.send_signal(signal.SIGCONT)
-        _wait(lambda: pipe.wait_for_points(900, timeout=1) >= 900, 120, "catching up", worker)
+        wait_for(lambda: pipe.wait_for_points(900, timeout=1) >= 900, 120, "catching up", worker)
         influx.process.send_signal(signal.SIGKILL)  # dead server: connections refused
         time.sleep(12)
         influx.restart()
         publisher.join()
-        _wait(lambda: pipe.wait_for_points(len(expected_points(items)), timeout=1) >= len(expected_points(items)),
+        wait_for(lambda: pipe.wait_for_points(len(expected_points(items)), timeout=1) >= len(expected_points(items)),
               240, "every item", worker)
         time.sleep(2)
         _exactly_once(pipe, items)
@@ -155,7 +143,7 @@ def test_hostile_messages_cost_one_dead_letter_each_and_nothing_else(pipeline):
     random.Random(3).shuffle(order)
     worker = pipeline.start_worker()
     assert pipeline.publish([payloads[i] for i in order], max_request_size=8_000_000) == len(payloads)
-    _wait(lambda: pipeline.wait_for_points(len(expected_points(good)), timeout=1) >= len(expected_points(good)),
+    wait_for(lambda: pipeline.wait_for_points(len(expected_points(good)), timeout=1) >= len(expected_points(good)),
           300, "every good item", worker)
     dead = [DeadLetter.loads(r.value) for r in pipeline.read_topic(pipeline.topics.dead_letter, len(hostile),
                                                                    timeout=120)]
@@ -202,7 +190,7 @@ def test_a_worker_started_after_the_broker_lost_its_data_becomes_ready_or_exits_
         publisher = threading.Thread(target=pipe.publish, args=(
             [json.dumps(i).encode() for i in tagged_items(600, seed=5, prefix="br-")],), kwargs={"rate": 100})
         publisher.start()
-        _wait(lambda: pipe.wait_for_points(100, timeout=1) >= 100, 120, "a live stream", first)
+        wait_for(lambda: pipe.wait_for_points(100, timeout=1) >= 100, 120, "a live stream", first)
         publisher.join()
         broker.restart()  # tansu with memory storage: every topic and offset is gone
         from streams.kafka.topics import create_topics, pipeline_topics
@@ -222,7 +210,7 @@ def test_a_worker_started_after_the_broker_lost_its_data_becomes_ready_or_exits_
             assert "Worker ready" in second.output(), second.output()[-3000:]
             later = tagged_items(50, seed=6, prefix="late-")
             pipe.publish([json.dumps(i).encode() for i in later])
-            _wait(lambda: set(expected_points(later)) <= set(stored_points(pipe)), 120, "new items", second)
+            wait_for(lambda: set(expected_points(later)) <= set(stored_points(pipe)), 120, "new items", second)
         stop_workers(pipe)
     finally:
         broker.stop()

@@ -57,6 +57,7 @@ __all__ = [
     "new_pipeline",
     "stop_workers",
     "read_records",
+    "wait_for",
 ]
 
 
@@ -563,6 +564,20 @@ def new_pipeline(broker: Service, influxd: Service, model_dir: Path, workdir: Pa
     pipe.start_worker = tracked  # type: ignore[method-assign]
     pipe.workers = workers  # type: ignore[attr-defined]
     return pipe
+
+
+def wait_for(predicate, timeout: float, what: str, worker: WorkerProcess | None = None):
+    """Poll ``predicate`` until it returns something truthy (returned); fail with ``what`` (and the
+    worker's log tail) after ``timeout`` seconds or as soon as ``worker`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker is not None and worker.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {worker.proc.returncode}\n{worker.output()[-3000:]}")
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{worker.output()[-3000:]}" if worker else ""))
 
 
 def stop_workers(pipe: Pipeline) -> None:
