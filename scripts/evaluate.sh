@@ -12,4 +12,5 @@ mkdir -p "$OUT"
 .venv/bin/python -m models.evaluate --model "$MODEL" --data models/corpus/splits/test.jsonl --domain-col style --out "$OUT/financial-test"
 .venv/bin/python -m models.evaluate --model "$MODEL" --data models/corpus/ood_test.jsonl --domain-col style --out "$OUT/ood-test"
 .venv/bin/python -m models.evaluate --model "$MODEL" --data "$OUT/tweets-test.jsonl" --out "$OUT/tweets-test"
-rm "$OUT/tweets-test.jsonl"
+# the tweets are a public labelled dataset: keep its metrics, never a copy of its texts in the repo
+rm "$OUT/tweets-test.jsonl" "$OUT/tweets-test/predictions.jsonl"
