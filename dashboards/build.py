@@ -10,6 +10,11 @@ subqueries, SLIMIT/SOFFSET or continuous queries. Grafana expands
 ``$timeFilter``, ``$__interval`` and ``$ticker`` before sending them;
 ``tests/test_dashboards.py`` runs every one of them against InfluxDB 1.6.7
 filled by the real pipeline.
+
+The pipeline dashboard also has PromQL panels on the workers' ``/metrics``
+(consumer lag, inference and sink latency, outcomes by stage): what only the
+live process knows. ``tests/test_metrics.py`` runs each of them against a real
+Prometheus scraping a real worker.
 """
 
 from __future__ import annotations
@@ -22,18 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import stat, table, timeseries
+from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-__all__ = ["DATASOURCE_UID", "InfluxQL", "dashboards", "render", "main"]
+__all__ = ["DATASOURCE_UID", "PROMETHEUS_UID", "InfluxQL", "PromQL", "dashboards", "render", "main"]
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 DATASOURCE_UID = "finsentry-influxdb"
 DS = model.DataSourceRef(type_val="influxdb", uid=DATASOURCE_UID)
+PROMETHEUS_UID = "finsentry-prometheus"
+PROM = model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
 TICKER = "\"ticker\" =~ /^$ticker$/"
 
 
@@ -65,6 +72,12 @@ class InfluxQL(cogbuilder.Builder[InfluxQLQuery]):
         return self._internal
 
 
+def PromQL(expr: str, legend: str, ref_id: str = "A") -> prometheus.Dataquery:
+    """A PromQL target on the Prometheus data source (range query, legend from labels)."""
+    return (prometheus.Dataquery().expr(" ".join(expr.split())).legend_format(legend).ref_id(ref_id).range()
+            .datasource(PROM))
+
+
 def _sort(field: str, desc: bool) -> model.DataTransformerConfig:
     return model.DataTransformerConfig(id_val="sortBy", options={"sort": [{"field": field, "desc": desc}]})
 
@@ -77,9 +90,10 @@ def _hide_time() -> model.DataTransformerConfig:
     return model.DataTransformerConfig(id_val="organize", options={"excludeByName": {"Time": True}})
 
 
-def _series(title: str, *queries: InfluxQL, unit: str = "none", lo: float | None = None, hi: float | None = None,
-            w: int = 12, h: int = 8, points: bool = False, description: str = "") -> timeseries.Panel:
-    panel = timeseries.Panel().title(title).datasource(DS).unit(unit).span(w).height(h).description(description)
+def _series(title: str, *queries: InfluxQL | prometheus.Dataquery, unit: str = "none", lo: float | None = None,
+            hi: float | None = None, w: int = 12, h: int = 8, points: bool = False, description: str = "",
+            datasource: model.DataSourceRef = DS) -> timeseries.Panel:
+    panel = timeseries.Panel().title(title).datasource(datasource).unit(unit).span(w).height(h).description(description)
     for q in queries:
         panel = panel.with_target(q)
     if lo is not None:
@@ -212,6 +226,29 @@ def pipeline() -> db.Dashboard:
             "Scored items per worker",
             InfluxQL(f"SELECT sum(\"scored\") {p} GROUP BY time($__interval), \"worker\" fill(0)",
                      alias="$tag_worker"), w=12))
+        # from the workers' /metrics (Prometheus): what only the live process knows
+        .with_panel(_series(
+            "Consumer lag per input partition",
+            PromQL("max by (topic, partition) (finsentry_consumer_lag)", "{{topic}}[{{partition}}]"),
+            lo=0, w=12, datasource=PROM,
+            description="Messages on the input topics not yet committed (acked only after InfluxDB accepted them)."))
+        .with_panel(_series(
+            "Items by outcome (per second)",
+            PromQL("sum by (outcome) (rate(finsentry_items_total[$__rate_interval]))", "{{outcome}}", "A"),
+            PromQL("sum by (stage) (rate(finsentry_dead_letters_total[$__rate_interval]))", "dead letters: {{stage}}",
+                   "B"), lo=0, w=12, datasource=PROM))
+        .with_panel(_series(
+            "Inference time per batch (p50, p99)",
+            PromQL("histogram_quantile(0.5, sum by (le) (rate(finsentry_inference_seconds_bucket[$__rate_interval])))",
+                   "p50", "A"),
+            PromQL("histogram_quantile(0.99, sum by (le) (rate(finsentry_inference_seconds_bucket[$__rate_interval])))",
+                   "p99", "B"), unit="s", lo=0, w=12, datasource=PROM))
+        .with_panel(_series(
+            "InfluxDB write time by stage (p99, retries included)",
+            PromQL("histogram_quantile(0.99, sum by (le, stage) "
+                   "(rate(finsentry_sink_write_seconds_bucket[$__rate_interval])))", "{{stage}}", "A"),
+            PromQL("sum(rate(finsentry_sink_retries_total[$__rate_interval]))", "retries/s", "B"),
+            unit="s", lo=0, w=12, datasource=PROM))
     )
 
 

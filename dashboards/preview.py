@@ -72,7 +72,10 @@ def render_dashboard(board: dict, url: str, db: str, out: Path, *, time_from: st
         ax = fig.add_subplot(grid[g["y"]:g["y"] + g["h"], g["x"]:g["x"] + g["w"]])
         ax.set_title(panel["title"], fontsize=10, loc="left")
         drawn = 0
+        promql = [t for t in panel.get("targets", []) if "expr" in t]
         for target in panel.get("targets", []):
+            if target in promql:  # the workers' live /metrics: nothing to draw them from here
+                continue
             query = expand(target["query"], time_from=time_from, time_to=time_to, interval=interval,
                            variables=variables)
             series = influxql(url, db, query)
@@ -89,7 +92,10 @@ def render_dashboard(board: dict, url: str, db: str, out: Path, *, time_from: st
                                 marker="o" if len(values) <= 12 else None, ms=3,
                                 label=_label(s, target.get("alias"), s["columns"][col]))
                         drawn += 1
-        if drawn == 0:
+        if drawn == 0 and promql:
+            ax.text(0.5, 0.5, "Prometheus panel (live /metrics): not drawn in this preview", ha="center",
+                    va="center", transform=ax.transAxes, color="grey", fontsize=8)
+        elif drawn == 0:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
         if ax.lines:
             for mark in marks:

@@ -1,4 +1,4 @@
-"""Every InfluxQL query the Grafana files contain, and Grafana's macro expansion.
+"""Every query the Grafana files contain (InfluxQL, and the PromQL panels), and Grafana's macro expansion.
 
 Used by the tests (run each query against a real InfluxDB) and by the preview
 renderer, so both read exactly what Grafana would send.
@@ -14,7 +14,7 @@ from typing import Iterator
 
 import yaml
 
-__all__ = ["Query", "dashboard_queries", "alert_queries", "all_queries", "expand", "DASHBOARD_DIR",
+__all__ = ["Query", "dashboard_queries", "alert_queries", "all_queries", "prometheus_queries", "expand", "DASHBOARD_DIR",
            "ALERTING_DIR", "load_dashboards"]
 
 ROOT = Path(__file__).resolve().parent
@@ -36,10 +36,17 @@ def load_dashboards(directory: Path = DASHBOARD_DIR) -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
 
 
+def _is_promql(target: dict) -> bool:
+    return (target.get("datasource") or {}).get("type") == "prometheus"
+
+
 def dashboard_queries(directory: Path = DASHBOARD_DIR) -> Iterator[Query]:
+    """The InfluxQL ones (panels, variables, annotations)."""
     for name, board in load_dashboards(directory).items():
         for panel in board.get("panels", []):
             for target in panel.get("targets", []):
+                if _is_promql(target):
+                    continue
                 yield Query(f"{name} / {panel.get('title')} / {target.get('refId')}", "panel", target["query"],
                             target.get("resultFormat", "time_series"), panel.get("type", ""), target.get("alias"))
         for variable in board.get("templating", {}).get("list", []):
@@ -61,7 +68,18 @@ def alert_queries(directory: Path = ALERTING_DIR) -> Iterator[Query]:
                                     item["model"]["query"], item["model"].get("resultFormat", "time_series"))
 
 
+def prometheus_queries(directory: Path = DASHBOARD_DIR) -> Iterator[Query]:
+    """The PromQL panel targets (on the workers' ``/metrics``)."""
+    for name, board in load_dashboards(directory).items():
+        for panel in board.get("panels", []):
+            for target in panel.get("targets", []):
+                if _is_promql(target):
+                    yield Query(f"{name} / {panel.get('title')} / {target.get('refId')}", "promql", target["expr"],
+                                "time_series", panel.get("type", ""), target.get("legendFormat"))
+
+
 def all_queries() -> list[Query]:
+    """Every InfluxQL query (dashboards and alert rules)."""
     return [*dashboard_queries(), *alert_queries()]
 
 

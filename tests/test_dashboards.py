@@ -33,15 +33,16 @@ def _schema(name: str) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(json.loads((SCHEMAS / name).read_text()))
 
 
-def provisioned_datasource_uids() -> set[str]:
-    uids = set()
+def provisioned_datasource_uids() -> dict[str, str]:
+    """uid -> data source type, as provisioned."""
+    uids = {}
     for path in [*(D / "provisioning" / "datasources").glob("*.yaml"), *(D / "variants").glob("datasource-*.yaml")]:
         for ds in yaml.safe_load(path.read_text())["datasources"]:
-            uids.add(ds["uid"])
+            uids[ds["uid"]] = ds["type"]
     return uids
 
 
-def dashboard_problems(board: dict, uids: set[str]) -> list[str]:
+def dashboard_problems(board: dict, uids: dict[str, str]) -> list[str]:
     """Schema errors plus what the schema cannot know: data source uids and panel types."""
     problems = []
 
@@ -70,7 +71,7 @@ def dashboard_problems(board: dict, uids: set[str]) -> list[str]:
                 yield from refs(v, f"{path}[{i}]")
 
     for path, ref in refs(board):
-        if ref.get("uid") not in uids or ref.get("type") != "influxdb":
+        if ref.get("uid") not in uids or ref.get("type") != uids[ref["uid"]]:
             problems.append(f"{path}: unknown data source {ref}")
     for panel in board.get("panels", []):
         if panel.get("type") not in PANEL_TYPES:
@@ -111,6 +112,14 @@ def test_typos_fail_the_structural_check(mutate, expect):
     mutate(board)
     problems = dashboard_problems(board, provisioned_datasource_uids())
     assert any(expect in p for p in problems), problems
+
+
+def test_a_promql_target_on_the_influxdb_data_source_fails_the_structural_check():
+    board = copy.deepcopy(load_dashboards()["finsentry-pipeline.json"])
+    target = next(t for p in board["panels"] for t in p.get("targets", []) if "expr" in t)
+    target["datasource"] = {"type": "prometheus", "uid": build.DATASOURCE_UID}
+    problems = dashboard_problems(board, provisioned_datasource_uids())
+    assert any("unknown data source" in p for p in problems), problems
 
 
 def _provisioning_files():

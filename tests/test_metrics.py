@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -78,3 +79,64 @@ def test_metrics_move_by_the_right_amounts_while_items_flow(pipeline):
     lag = {dict(ls)["topic"] for (n, ls), v in after.items() if n == "finsentry_consumer_lag"}
     assert {pipeline.topics.news, pipeline.topics.social} <= lag
     assert _value(after, "faust_messages_received_total") >= len(good) + len(bad)  # Faust's own monitor
+
+
+def _promql(url: str, expr: str, start: float, end: float) -> list[dict]:
+    query = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": 2})
+    with urllib.request.urlopen(f"{url}/api/v1/query_range?{query}", timeout=10) as resp:
+        body = json.loads(resp.read())
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def test_the_pipeline_dashboards_promql_panels_answer_from_a_real_prometheus(pipeline):
+    """Every PromQL target of the pipeline dashboard, as Grafana would send it, on Prometheus scraping a
+    real worker while good and bad items flow: each returns numbers, with the labels its legend uses."""
+    from dashboards.queries import prometheus_queries
+    from streams.tools.services import start_prometheus
+
+    queries = list(prometheus_queries())
+    assert len(queries) >= 5
+    port = free_port()
+    worker = pipeline.start_worker(FINSENTRY_WEB_PORT=str(port))
+    prometheus = start_prometheus([f"127.0.0.1:{port}"])
+    try:
+        started = time.time()
+        # counters must be seen before and after the items, or a rate has nothing to compare
+        deadline = time.monotonic() + 120
+        while not (_status(f"http://127.0.0.1:{port}/readyz") == 200
+                   and [v for s in _promql(prometheus.url, "up", started - 5, time.time()) for _, v in s["values"]
+                        if v == "1"]):
+            assert time.monotonic() < deadline and worker.proc.poll() is None, worker.output()[-3000:]
+            time.sleep(0.5)
+        time.sleep(2)
+        good = tagged_items(200, seed=41, prefix="p-")
+        bad = [raw for _, raw, _ in bad_payloads(seed=41)]
+        payloads = [json.dumps(i).encode() for i in good] + bad
+        assert pipeline.publish(payloads, rate=80) == len(payloads)
+        points = sum(len(i["tickers"]) for i in good)
+        assert pipeline.wait_for_points(points, timeout=120) == points, worker.output()[-3000:]
+        time.sleep(4)  # a few more scrapes after the last batch
+        results = {}
+        for q in queries:
+            expr = q.text.replace("$__rate_interval", "5m")
+            series = _promql(prometheus.url, expr, started - 10, time.time())
+            values = [float(v) for s in series for _, v in s["values"]]
+            assert series and any(v == v for v in values), f"no numbers for {q.source}: {expr}"  # v == v: not NaN
+            results[q.source] = series
+    finally:
+        prometheus.stop()
+
+    def labels(panel: str, ref: str, key: str) -> set[str]:
+        return {s["metric"].get(key) for source, ss in results.items()
+                if source.endswith(f"{panel} / {ref}") for s in ss}
+
+    board = "finsentry-pipeline.json / "
+    assert {pipeline.topics.news, pipeline.topics.social} <= labels(board + "Consumer lag per input partition", "A",
+                                                                    "topic")
+    assert {"received", "scored", "dead_lettered"} <= labels(board + "Items by outcome (per second)", "A", "outcome")
+    assert "decode" in labels(board + "Items by outcome (per second)", "B", "stage")
+    assert {"scoring", "aggregation"} <= labels(board + "InfluxDB write time by stage (p99, retries included)", "A",
+                                                "stage")
+    p99 = [float(v) for s in results[board + "Inference time per batch (p50, p99) / B"] for _, v in s["values"]]
+    assert any(0 < v < 60 for v in p99)

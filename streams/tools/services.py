@@ -1,5 +1,5 @@
 """Start real local services on free loopback ports: a Kafka-protocol broker,
-InfluxDB 1.x and a v2-write-capable endpoint.
+InfluxDB 1.x, a v2-write-capable endpoint and Prometheus.
 
 Used by the test suite and the demo. This is development tooling, not part of
 the pipeline: ``streams/`` only ever sees a broker URL and an InfluxDB URL.
@@ -11,6 +11,8 @@ Why these binaries:
 * ``influxd`` 1.6.7 (Debian) answers the 1.x ``/write`` and InfluxQL ``/query``.
 * ``victoria-metrics`` (Debian) accepts the InfluxDB v2 write API
   (``/api/v2/write``), the only v2-capable server installable here.
+* ``prometheus`` (Debian) scrapes workers' ``/metrics`` so the pipeline
+  dashboard's PromQL panels run on real samples.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "find_tansu",
     "start_tansu",
     "start_influxd",
+    "start_prometheus",
     "which_influxd",
     "local_worker_env",
     "LocalPipeline",
@@ -278,6 +281,32 @@ def start_victoria_metrics(
     except ServiceError as exc:
         service.stop()
         raise ServiceError(f"victoria-metrics: {exc}\n{service.log_tail()}") from exc
+    return service
+
+
+def start_prometheus(targets: list[str], timeout: float = 60, scrape_interval: str = "1s") -> Service:
+    """Start Prometheus (Debian's ``prometheus``) scraping ``targets`` (``host:port`` of workers' web
+    servers, path ``/metrics``) every ``scrape_interval``, with a throw-away data directory."""
+    binary = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus")
+    if not binary:
+        raise ServiceError("prometheus not found: apt-get install prometheus or set PROMETHEUS_BIN")
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="finsentry-prometheus-"))
+    conf = workdir / "prometheus.yml"
+    conf.write_text(json.dumps({  # JSON is YAML
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [{"job_name": "finsentry-worker", "metrics_path": "/metrics",
+                            "static_configs": [{"targets": targets}]}]}))
+    argv = [binary, f"--config.file={conf}", f"--storage.tsdb.path={workdir}/data",
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    proc, log = _spawn("prometheus", argv, workdir)
+    url = f"http://127.0.0.1:{port}"
+    service = Service("prometheus", url, proc, workdir, log, {"port": port, "argv": argv})
+    try:
+        _wait_http(f"{url}/-/ready", proc, timeout)
+    except ServiceError as exc:
+        service.stop()
+        raise ServiceError(f"prometheus: {exc}\n{service.log_tail()}") from exc
     return service
 
 
