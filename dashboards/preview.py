@@ -93,6 +93,7 @@ def render_dashboard(board: dict, url: str, db: str, out: Path, *, time_from: st
                                 label=_label(s, target.get("alias"), s["columns"][col]))
                         drawn += 1
         if drawn == 0 and promql:
+            ax.axis("off")
             ax.text(0.5, 0.5, "Prometheus panel (live /metrics): not drawn in this preview", ha="center",
                     va="center", transform=ax.transAxes, color="grey", fontsize=8)
         elif drawn == 0:
