@@ -1,6 +1,6 @@
 """Alert detection quality on generated streams with known events.
 
-    .venv/bin/python bench/detection.py                       # artifacts/model, default rules
+    .venv/bin/python bench/detection.py                       # the shipped models/default, default rules
     .venv/bin/python bench/detection.py --model-dir M --rules R --out reports/detection
 
 Scores every text of the held-out corpus test split once with the exported
@@ -174,7 +174,7 @@ def fmt(v, pct=False, digits=2):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=ROOT / "artifacts" / "model")
+    ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "default")
     ap.add_argument("--rules", type=Path, default=None)
     ap.add_argument("--event-streams", type=int, default=6)
     ap.add_argument("--quiet-streams", type=int, default=4)

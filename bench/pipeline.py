@@ -1,6 +1,6 @@
 """End-to-end throughput and latency of the live pipeline on this machine.
 
-    .venv/bin/python bench/pipeline.py [--model-dir artifacts/model] [--variant int8 --variant fp32]
+    .venv/bin/python bench/pipeline.py [--model-dir models/default] [--variant int8 --variant fp16]
                                        [--batch-size 32 --batch-size 64] [--items 3000]
 
 For each (variant, batch size) it starts a fresh broker (tansu), InfluxDB 1.x
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from streams.tools import services  # noqa: E402
-from streams.tools.publish import Outgoing, publish  # noqa: E402
+from streams.tools.publish import Outgoing, publish, route  # noqa: E402
 from streams.contracts.records import Score  # noqa: E402
 from streams.tools.samples import sample_items  # noqa: E402
 from streams.contracts.settings import KafkaSettings, TopicSettings  # noqa: E402
@@ -119,8 +119,7 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
 
         def batch(seed: int, n: int) -> tuple[list[Outgoing], int]:
             items = list(sample_items(n, seed=seed))
-            out = [Outgoing(topics.social if "text" in it else topics.news, it["id"].encode(),
-                            json.dumps(it).encode()) for it in items]
+            out = [route(json.dumps(it).encode(), topics) for it in items]
             return out, sum(len(it["tickers"]) for it in items)
 
         warm, warm_points = batch(1, 200)

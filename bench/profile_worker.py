@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from streams.contracts.settings import KafkaSettings, TopicSettings  # noqa: E402
 from streams.tools import services  # noqa: E402
-from streams.tools.publish import Outgoing, publish  # noqa: E402
+from streams.tools.publish import publish, route  # noqa: E402
 from streams.tools.samples import sample_items  # noqa: E402
 
 
@@ -54,12 +54,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work, services.local_pipeline(args.model_dir, Path(work)) as stack:
         kafka, topics = KafkaSettings(broker=stack.broker_url), TopicSettings()
-        warm = [Outgoing(topics.news, i["id"].encode(), json.dumps(i).encode()) for i in sample_items(100, seed=1)]
+        warm = [route(json.dumps(i).encode(), topics, force_topic=topics.news) for i in sample_items(100, seed=1)]
         asyncio.run(publish(warm, kafka))
         time.sleep(20)  # worker up and warm
         items = list(sample_items(args.items, seed=2))
-        bulk = [Outgoing(topics.social if "text" in i else topics.news, i["id"].encode(), json.dumps(i).encode())
-                for i in items]
+        bulk = [route(json.dumps(i).encode(), topics) for i in items]
         asyncio.run(publish(bulk, kafka))
         raw = Path(work) / "raw.txt"
         subprocess.run([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(stack.worker.pid), "--duration",

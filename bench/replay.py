@@ -1,6 +1,6 @@
 """Replay at max speed vs the live pipeline's maximum, in one run on one stack.
 
-    .venv/bin/python bench/replay.py [--model-dir artifacts/model] [--items 3000]
+    .venv/bin/python bench/replay.py [--model-dir models/default] [--items 3000]
 
 Starts tansu, InfluxDB 1.6.7 and one worker (default model, int8), warms it up,
 then:
@@ -31,14 +31,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.pipeline import _wait_points  # noqa: E402
 from streams.tools import services  # noqa: E402
-from streams.tools.publish import Outgoing, publish  # noqa: E402
+from streams.tools.publish import Outgoing, publish, route  # noqa: E402
 from streams.tools.samples import sample_items  # noqa: E402
 from streams.contracts.settings import KafkaSettings, TopicSettings  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=ROOT / "artifacts" / "model")
+    ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "default")
     ap.add_argument("--items", type=int, default=3000)
     ap.add_argument("--max-lag", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "replay.json")
@@ -54,8 +54,7 @@ def main() -> int:
             return list(sample_items(n, seed=seed))
 
         def outgoing(batch: list[dict]) -> list[Outgoing]:
-            return [Outgoing(topics.social if "text" in it else topics.news, it["id"].encode(),
-                             json.dumps(it).encode()) for it in batch]
+            return [route(json.dumps(it).encode(), topics) for it in batch]
 
         points = 0
         warm = items(1, 300)

@@ -30,7 +30,6 @@ import platform
 import random
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from streams.contracts.settings import KafkaSettings, TopicSettings  # noqa: E402
 from streams.tools import services  # noqa: E402
+from streams.tools.publish import route  # noqa: E402
 from streams.tools.samples import sample_items  # noqa: E402
 
 from pipeline import _count, _wait_points  # noqa: E402  (bench/pipeline.py)
@@ -70,8 +70,8 @@ async def publish_steady(kafka: KafkaSettings, topics: TopicSettings, *, rate: f
                 tickers = rng.sample(symbols, rng.choice((1, 1, 1, 2, 3)))
                 item = {**base, "id": f"soak-{n}", "tickers": tickers,
                         "published_at": datetime.now(timezone.utc).isoformat()}
-                topic = topics.social if "text" in item else topics.news
-                await producer.send(topic, json.dumps(item).encode(), key=item["id"].encode())
+                message = route(json.dumps(item).encode(), topics)
+                await producer.send(message.topic, message.value, key=message.key)
                 points += len(tickers)
                 n += 1
             sent += due

@@ -3,7 +3,7 @@
     .venv/bin/python -m scripts.backtest_sample               # items + prices (seconds)
     .venv/bin/python -m scripts.backtest_sample --pipeline    # also replay them through a real local
                                                               # pipeline (tansu + InfluxDB 1.6.7 + worker)
-                                                              # with artifacts/model -> results.jsonl
+                                                              # with models/default -> results.jsonl
 
 Writes ``docs/samples/backtest/``:
 
@@ -161,7 +161,7 @@ def run_pipeline(items_path: Path, n_items: int, model_dir: Path, out: Path = OU
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pipeline", action="store_true", help="also run the items through a local pipeline")
-    ap.add_argument("--model-dir", type=Path, default=Path("artifacts/model"))
+    ap.add_argument("--model-dir", type=Path, default=Path("models/default"))
     args = ap.parse_args()
     path, items, events = write_inputs()
     print(f"wrote {len(items)} items, {len(events)} events and synthetic prices to {path.parent}")
