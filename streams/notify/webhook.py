@@ -110,10 +110,8 @@ def attach_webhook(app: faust.App, settings: Any, alerts_topic: Any, dead_topic:
             async for event in stream.events():
                 alert: Alert = event.value
                 result = await hook.deliver(alert)
-                metrics.WEBHOOK.labels(result="delivered" if result.delivered else "dead_lettered").inc()
-                if not result.delivered:
-                    metrics.DEAD_LETTERS.labels(stage="notify").inc()
                 if result.delivered:
+                    metrics.WEBHOOK.labels(result="delivered").inc()
                     log.info("webhook: %s %s delivered (attempt %d)", alert.status, alert.dedup_key, result.attempts)
                     continue
                 log.error("webhook: %s not delivered: %s; sent to the dead-letter topic", alert.dedup_key,
@@ -125,6 +123,8 @@ def attach_webhook(app: faust.App, settings: Any, alerts_topic: Any, dead_topic:
                     item_id=alert.dedup_key,
                 )
                 await deliver([(dead_topic, alert.dedup_key.encode(), letter)], "webhook dead letter")
+                metrics.WEBHOOK.labels(result="dead_lettered").inc()
+                metrics.DEAD_LETTERS.labels(stage="notify").inc()
         finally:
             await hook.stop()
 

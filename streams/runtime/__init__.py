@@ -11,15 +11,15 @@ serve a model with ``onnxruntime`` and ``tokenizers`` alone.
 """
 
 from streams.runtime.manifest import (MANIFEST_NAME, Borrowed, Manifest, ManifestError, Variant, read_manifest,
-                                      sha256_file,
-                                      verify_directory)
+                                      sha256_file, verify_directory)
 from streams.runtime.model import Prediction, SentimentModel, combine_chunks, load_model, softmax
 from streams.runtime.session import (CPU_DISABLED_OPTIMIZERS, available_providers, cgroup_cpu_limit,
                                      choose_variant, open_session, runtime_defaults, usable_cores, variant_source)
 from streams.runtime.swap import ModelWatcher
 
 __all__ = [
-    "MANIFEST_NAME", "Borrowed", "Manifest", "ManifestError", "Variant", "read_manifest", "sha256_file", "verify_directory",
+    "MANIFEST_NAME", "Borrowed", "Manifest", "ManifestError", "Variant", "read_manifest", "sha256_file",
+    "verify_directory",
     "Prediction", "SentimentModel", "combine_chunks", "load_model", "softmax",
     "CPU_DISABLED_OPTIMIZERS", "available_providers", "cgroup_cpu_limit", "choose_variant", "open_session",
     "runtime_defaults", "usable_cores", "variant_source", "ModelWatcher",

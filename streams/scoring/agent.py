@@ -59,6 +59,12 @@ def _model_loader(settings: Settings):
     return load
 
 
+def _announce(model: SentimentModel) -> None:
+    """The model in use, as the ``finsentry_model`` info metric (at start and after each hot swap)."""
+    metrics.MODEL.info({"name": model.name, "version": model.version, "variant": model.variant,
+                        "provider": model.provider})
+
+
 def _count(batch: list[Incoming], result: BatchResult) -> None:
     metrics.BATCH_SIZE.observe(len(batch))
     for msg in batch:
@@ -93,8 +99,7 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
             t.news, t.social, t.scores, settings.batch.size, settings.batch.wait, model.name, model.version,
             model.variant, model.provider, settings.influx.api.value, settings.influx.url, settings.redacted(),
         )
-        metrics.MODEL.info({"name": model.name, "version": model.version, "variant": model.variant,
-                            "provider": model.provider})
+        _announce(model)
         extractor = default_extractor() if settings.extract_tickers else None
         stage.scorer = BatchScorer(model, sink, kind_by_topic=kind_by_topic, executor=executor,
                                    max_text_chars=settings.batch.max_text_chars,
@@ -108,8 +113,7 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
             scorer = stage.scorer
             if scorer is not None and (new := await watcher.check(scorer.model)) is not None:
                 scorer.model = new  # the next batch uses it; in-flight batches keep theirs
-                metrics.MODEL.info({"name": new.name, "version": new.version, "variant": new.variant,
-                                    "provider": new.provider})
+                _announce(new)
 
     def to_mentions(result: BatchResult) -> list[Mention]:
         out = []
