@@ -60,6 +60,14 @@ class WebhookServer:
         self.server.shutdown()
 
 
+def _one_burst(ticker: str, model_pool) -> list[dict]:
+    """3.5 hours of one ticker with a negative burst at 3 h: exactly one alert for the webhook tests."""
+    burst = InjectedEvent(ticker, "burst", T0 + timedelta(hours=3), 10 * 60, 2.5)
+    spec = StreamSpec(start=T0, duration_s=int(3.5 * 3600), tickers=(TickerProfile(ticker, 0.4, (0.25, 0.5, 0.25)),),
+                      events=(burst,), seed=3, late_share=0.0, very_late_share=0.0)
+    return generate(spec, model_pool)
+
+
 def _window_counts(pipeline, window: str) -> dict[tuple[str, int], int]:
     rows = pipeline.influx.query(f"SELECT \"count\", ticker FROM ticker_window WHERE \"window\" = '{window}'", epoch="s")
     return {(r["ticker"], r["time"]): r["count"] for r in rows}
@@ -178,11 +186,7 @@ def test_webhook_gives_up_into_the_dead_letter_topic(pipeline, tiny_sentiment_mo
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         event_ticker = "EVTB"
-        profiles = [TickerProfile(event_ticker, 0.4, (0.25, 0.5, 0.25))]
-        burst = InjectedEvent(event_ticker, "burst", T0 + timedelta(hours=3), 10 * 60, 2.5)
-        spec = StreamSpec(start=T0, duration_s=int(3.5 * 3600), tickers=tuple(profiles), events=(burst,), seed=3,
-                          late_share=0.0, very_late_share=0.0)
-        items = generate(spec, model_pool)
+        items = _one_burst(event_ticker, model_pool)
         worker = pipeline.start_worker(FINSENTRY_MODEL_DIR=str(tiny_sentiment_model_dir),
                                        FINSENTRY_ALERTS__WEBHOOK_URL=f"http://127.0.0.1:{server.server_address[1]}/x")
         pipeline.publish([json.dumps(i).encode() for i in items])
@@ -203,11 +207,7 @@ def test_a_webhook_that_is_down_gets_the_alert_once_it_is_back(pipeline, tiny_se
     from streams.tools.services import free_port
 
     event_ticker = "EVTC"
-    profiles = [TickerProfile(event_ticker, 0.4, (0.25, 0.5, 0.25))]
-    burst = InjectedEvent(event_ticker, "burst", T0 + timedelta(hours=3), 10 * 60, 2.5)
-    spec = StreamSpec(start=T0, duration_s=int(3.5 * 3600), tickers=tuple(profiles), events=(burst,), seed=3,
-                      late_share=0.0, very_late_share=0.0)
-    items = generate(spec, model_pool)
+    items = _one_burst(event_ticker, model_pool)
     port = free_port()  # nothing listens here yet
     worker = pipeline.start_worker(FINSENTRY_MODEL_DIR=str(tiny_sentiment_model_dir),
                                    FINSENTRY_ALERTS__WEBHOOK_URL=f"http://127.0.0.1:{port}/hooks/x",
