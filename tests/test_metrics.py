@@ -59,7 +59,9 @@ def test_metrics_move_by_the_right_amounts_while_items_flow(pipeline):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         after = _scrape(url)
-        if _value(after, "finsentry_items_total", outcome="received") >= len(good) + len(bad):
+        # the aggregation agent counts mentions after the scoring agent stored the points: wait for both
+        if (_value(after, "finsentry_items_total", outcome="received") >= len(good) + len(bad)
+                and _value(after, "finsentry_mentions_total", outcome="counted") >= points):
             break
         time.sleep(0.5)
 
