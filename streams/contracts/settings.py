@@ -168,6 +168,9 @@ class BatchSettings(BaseModel):
     size: int = Field(32, ge=1, le=4096)
     wait: float = Field(0.2, gt=0, le=60)
     max_text_chars: int = Field(20_000, ge=16, description="longer items go to the dead-letter topic")
+    in_flight: int = Field(
+        1, ge=1, le=16,
+        description="scored batches waiting to be stored and published while the next one is inferred")
 
 
 class RuntimeSettings(BaseModel):

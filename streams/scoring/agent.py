@@ -25,8 +25,9 @@ from streams.contracts.records import Mention, Score
 from streams.contracts.settings import Settings
 from streams.influx.sink import make_sink
 from streams.kafka.delivery import deliver
+from streams.kafka.stage import OrderedStage
 from streams.runtime import ModelWatcher, SentimentModel, load_model
-from streams.scoring.scorer import BatchResult, BatchScorer, Incoming
+from streams.scoring.scorer import BatchResult, BatchScorer, Incoming, Scored
 from streams.scoring.tickers import default_extractor
 
 __all__ = ["ScoringStage", "attach_scoring", "RETRIES_BEFORE_DEAD_LETTER"]
@@ -143,7 +144,7 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
         except Exception as exc:  # a bug must not stop the stream nor lose the batch
             if len(batch) > 1:
                 log.exception("batch of %d failed unexpectedly; scoring its messages one by one", len(batch))
-                return BatchResult.merge([await process([msg]) for msg in batch])
+                return await one_by_one(batch)
             msg = batch[0]
             key = (msg.topic, msg.partition, msg.offset)
             stage.failures[key] = stage.failures.get(key, 0) + 1
@@ -155,24 +156,59 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
                 msg, "score", f"internal error (failed {RETRIES_BEFORE_DEAD_LETTER} times): "
                 f"{type(exc).__name__}: {exc}", None, datetime.now(timezone.utc))])
 
+    async def one_by_one(batch: list[Incoming]) -> BatchResult:
+        return BatchResult.merge([await process([msg]) for msg in batch])
+
+    async def score(batch: list[Incoming]) -> Scored | None:
+        """Decode and infer; None if that failed unexpectedly (the batch is then scored message by message)."""
+        scorer = stage.scorer
+        assert scorer is not None
+        try:
+            return await scorer.score(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("batch of %d failed unexpectedly; scoring its messages one by one", len(batch))
+            return None
+
+    async def store(batch: list[Incoming], scored: Scored | None) -> BatchResult:
+        scorer = stage.scorer
+        assert scorer is not None
+        if scored is not None:
+            try:
+                return await scorer.store(scored)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("storing a batch of %d failed unexpectedly; scoring its messages one by one",
+                              len(batch))
+        return await one_by_one(batch)
+
     @app.agent(inputs, name="score-items")
     async def score_items(stream: faust.StreamT) -> None:
+        async def finish(work: tuple[list[Any], list[Incoming], Scored | None]) -> None:
+            events, batch, scored = work
+            result = await store(batch, scored)
+            await publish(result)
+            for event in events:
+                await stream.ack(event)
+            _count(batch, result)
+            log.debug("batch %d: %d scored, %d dead-lettered, %.1f ms", len(batch),
+                      len(result.scores), len(result.dead_letters), result.total_ms)
+
         await start()
+        # Batch n is stored, published and acked in the background while batch n+1 is inferred.
+        outputs = OrderedStage(finish, depth=settings.batch.in_flight, name="scoring outputs")
         metrics.READY.set(1)
         try:
             async for events in stream.noack_take(settings.batch.size, within=settings.batch.wait):
                 batch = [Incoming(topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,
                                   key=e.message.key, value=e.message.value, timestamp=e.message.timestamp)
                          for e in events]
-                result = await process(batch)
-                await publish(result)
-                for event in events:
-                    await stream.ack(event)
-                _count(batch, result)
-                log.debug("batch %d: %d scored, %d dead-lettered, %.1f ms", len(batch),
-                          len(result.scores), len(result.dead_letters), result.total_ms)
+                await outputs.submit((events, batch, await score(batch)))
         finally:
             metrics.READY.set(0)
+            await outputs.close()
             await sink.stop()
 
     return stage
