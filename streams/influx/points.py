@@ -15,18 +15,25 @@ different timestamps and both survive (collision odds for k items in one
 second of one series: about k²/2·10⁹). Most feeds publish whole seconds, so
 a millisecond-based offset would collide far more often. The id itself is a
 field, not a tag, to keep series cardinality bounded.
+
+Lines are encoded here (:func:`line_protocol`) with influxdb-client's rules
+(sorted keys, its escaping, non-finite floats dropped, ``1.0`` written ``1``),
+byte for byte (tests compare with its ``Point``): its builder costs about as
+much per point as everything else the scorer does per item, and an item's
+fields are the same for each of its tickers, so they are encoded once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime, timezone
-
-from influxdb_client import Point, WritePrecision
+from typing import Mapping
 
 from streams.contracts.records import Score
 
 __all__ = [
+    "line_protocol",
     "SENTIMENT_MEASUREMENT",
     "PIPELINE_MEASUREMENT",
     "NO_TICKER",
@@ -46,6 +53,71 @@ ALERT_MEASUREMENT = "alerts"
 #: Tag value for items that name no ticker, so they are stored and queryable.
 NO_TICKER = "_none"
 _OFFSET_RANGE = 1_000_000_000  # ns: the offset never moves a point across a second
+
+
+_ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_ESCAPE_STRING = str.maketrans({'"': r'\"', "\\": r"\\"})
+
+FieldValue = float | int | str | bool | None
+
+
+def _tag_value(value: str) -> str:
+    escaped = str(value).translate(_ESCAPE_KEY)
+    return escaped + " " if escaped.endswith("\\") else escaped
+
+
+def _tags(tags: Mapping[str, str | None]) -> str:
+    """``,k=v,...`` (sorted), or ``""``; empty keys/values and None are left out."""
+    out = []
+    for key, value in sorted(tags.items()):
+        if value is None:
+            continue
+        k, v = str(key).translate(_ESCAPE_KEY), _tag_value(value)
+        if k and v:
+            out.append(f"{k}={v}")
+    return "," + ",".join(out) if out else ""
+
+
+def _fields(fields: Mapping[str, FieldValue]) -> str:
+    out = []
+    for key, value in sorted(fields.items()):
+        k = str(key).translate(_ESCAPE_KEY)
+        if value is None:
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                continue
+            text = str(value)
+            out.append(f"{k}={text[:-2] if text.endswith('.0') else text}")
+        elif isinstance(value, bool):
+            out.append(f"{k}={'true' if value else 'false'}")
+        elif isinstance(value, int):
+            out.append(f"{k}={value}i")
+        elif isinstance(value, str):
+            out.append(f'{k}="{value.translate(_ESCAPE_STRING)}"')
+        else:
+            raise ValueError(f'Type: "{type(value)}" of field: "{key}" is not supported.')
+    return ",".join(out)
+
+
+def line_protocol(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, FieldValue],
+                  time_ns: int) -> str:
+    r"""One point in line protocol, as influxdb-client's ``Point(...).to_line_protocol()`` writes it
+    (``""`` when no field is left).
+
+    >>> print(line_protocol("m", {"t": "a b", "s": "x"}, {"v": 1.0, "n": 2, "txt": 'say "hi"'}, 5))
+    m,s=x,t=a\ b n=2i,txt="say \"hi\"",v=1 5
+    """
+    encoded = _fields(fields)
+    if not encoded:
+        return ""
+    return f"{measurement.translate(_ESCAPE_MEASUREMENT)}{_tags(tags)} {encoded} {int(time_ns)}"
+
+
+def _ns(at: datetime) -> int:
+    delta = at - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
 def _id_offset_ns(item_id: str) -> int:
@@ -77,26 +149,15 @@ def score_points(score: Score, headline_chars: int = 200) -> list[str]:
     Series key: ``ticker`` + ``source`` (both from the item); everything else is a field.
     """
     ts = event_time_ns(score.published_at, score.id)
-    lines = []
-    for ticker in score.tickers or [NO_TICKER]:
-        point = (
-            Point(SENTIMENT_MEASUREMENT)
-            .tag("ticker", ticker)
-            .tag("source", score.source)
-            .field("label", score.label)
-            .field("kind", score.kind)
-            .field("model", score.model_name)
-            .field("score", float(score.score))
-            .field("p_negative", float(score.p_negative))
-            .field("p_neutral", float(score.p_neutral))
-            .field("p_positive", float(score.p_positive))
-            .field("id", score.id)
-            .field("headline", score.headline[:headline_chars])
-            .field("model_version", score.model_version)
-            .time(ts, WritePrecision.NS)
-        )
-        lines.append(point.to_line_protocol())
-    return lines
+    fields = _fields({
+        "label": score.label, "kind": score.kind, "model": score.model_name, "score": float(score.score),
+        "p_negative": float(score.p_negative), "p_neutral": float(score.p_neutral),
+        "p_positive": float(score.p_positive), "id": score.id, "headline": score.headline[:headline_chars],
+        "model_version": score.model_version,
+    })
+    measurement = SENTIMENT_MEASUREMENT.translate(_ESCAPE_MEASUREMENT)
+    return [f"{measurement}{_tags({'ticker': ticker, 'source': score.source})} {fields} {ts}"
+            for ticker in score.tickers or [NO_TICKER]]
 
 
 def pipeline_point(
@@ -112,19 +173,11 @@ def pipeline_point(
     latency_max_ms: float,
 ) -> str:
     """Processing-time health metrics for one batch (measurement ``pipeline``)."""
-    return (
-        Point(PIPELINE_MEASUREMENT)
-        .tag("worker", worker)
-        .field("items", int(items))
-        .field("scored", int(scored))
-        .field("dead_letters", int(dead_letters))
-        .field("batch_ms", float(batch_ms))
-        .field("inference_ms", float(inference_ms))
-        .field("latency_p50_ms", float(latency_p50_ms))
-        .field("latency_max_ms", float(latency_max_ms))
-        .time(at, WritePrecision.NS)
-        .to_line_protocol()
-    )
+    return line_protocol(PIPELINE_MEASUREMENT, {"worker": worker}, {
+        "items": int(items), "scored": int(scored), "dead_letters": int(dead_letters),
+        "batch_ms": float(batch_ms), "inference_ms": float(inference_ms),
+        "latency_p50_ms": float(latency_p50_ms), "latency_max_ms": float(latency_max_ms),
+    }, _ns(at))
 
 
 def window_point(
@@ -144,22 +197,12 @@ def window_point(
 ) -> str:
     """A closed window of one ticker, stamped at the window start (its identity:
     writing it again after a replay overwrites it)."""
-    return (
-        Point(WINDOW_MEASUREMENT)
-        .tag("ticker", ticker)
-        .tag("window", window)
-        .field("count", int(count))
-        .field("mean_score", float(mean_score))
-        .field("negative_share", float(negative_share))
-        .field("positive_share", float(positive_share))
-        .field("z_score", float(z_score))
-        .field("volume_ratio", float(volume_ratio))
-        .field("baseline_mean", float(baseline_mean))
-        .field("baseline_std", float(baseline_std))
-        .field("baseline_rate", float(baseline_rate))
-        .time(int(start) * 1_000_000_000, WritePrecision.NS)
-        .to_line_protocol()
-    )
+    return line_protocol(WINDOW_MEASUREMENT, {"ticker": ticker, "window": window}, {
+        "count": int(count), "mean_score": float(mean_score), "negative_share": float(negative_share),
+        "positive_share": float(positive_share), "z_score": float(z_score), "volume_ratio": float(volume_ratio),
+        "baseline_mean": float(baseline_mean), "baseline_std": float(baseline_std),
+        "baseline_rate": float(baseline_rate),
+    }, int(start) * 1_000_000_000)
 
 
 def alert_point(alert) -> str:  # alert: streams.contracts.records.Alert
@@ -172,24 +215,12 @@ def alert_point(alert) -> str:  # alert: streams.contracts.records.Alert
     ts = event_time_ns(alert.event_time, f"{alert.dedup_key}|{alert.status}")
     evidence = "; ".join(f"{t.headline} ({t.score:+.2f})" for t in alert.top_items[:3])
     text = f"{alert.suggestion}" + (f" Evidence: {evidence}" if evidence and alert.status != "resolved" else "")
-    return (
-        Point(ALERT_MEASUREMENT)
-        .tag("ticker", alert.ticker)
-        .tag("rule", alert.rule)
-        .tag("kind", alert.kind)
-        .tag("severity", alert.severity)
-        .tag("status", alert.status)
-        .tag("window", alert.window)
-        .field("title", alert.title)
-        .field("text", text[:2000])
-        .field("dedup_key", alert.dedup_key)
-        .field("value", float(alert.value))
-        .field("threshold", float(alert.threshold))
-        .field("count", int(alert.count))
-        .field("mean_score", float(alert.mean_score))
-        .field("z_score", float(alert.z_score))
-        .field("volume_ratio", float(alert.volume_ratio))
-        .field("top_ids", ",".join(t.id for t in alert.top_items))
-        .time(ts, WritePrecision.NS)
-        .to_line_protocol()
-    )
+    return line_protocol(ALERT_MEASUREMENT, {
+        "ticker": alert.ticker, "rule": alert.rule, "kind": alert.kind, "severity": alert.severity,
+        "status": alert.status, "window": alert.window,
+    }, {
+        "title": alert.title, "text": text[:2000], "dedup_key": alert.dedup_key, "value": float(alert.value),
+        "threshold": float(alert.threshold), "count": int(alert.count), "mean_score": float(alert.mean_score),
+        "z_score": float(alert.z_score), "volume_ratio": float(alert.volume_ratio),
+        "top_ids": ",".join(t.id for t in alert.top_items),
+    }, ts)
