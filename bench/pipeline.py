@@ -13,9 +13,10 @@ and a real worker process, then measures:
   InfluxDB accepted the batch) minus its publish timestamp; p50/p99;
 * **CPU**: CPU-seconds per 1,000 items of the worker, the broker and InfluxDB
   during the throughput run (``/proc/<pid>/stat``, all threads);
-* **the model alone**: the same texts through the same model directory and
-  variant (``streams.runtime``) in calls of the batch size, in this process:
-  items/s and CPU-s per 1,000; the pipeline's ratio to it.
+* **the model alone**: the same texts (each item's ``scoring_text``: headline
+  or post text, then body, as the worker scores it) through the same model
+  directory and variant (``streams.runtime``) in calls of the batch size, in
+  this process: items/s and CPU-s per 1,000; the pipeline's ratio to it.
 
 Prints a table and writes ``bench/results/pipeline.json``. Numbers, not
 assertions: these machines are noisy, compare within one run.
@@ -42,7 +43,8 @@ from streams.tools import services  # noqa: E402
 from streams.tools.publish import Outgoing, publish, route  # noqa: E402
 from streams.contracts.records import Score  # noqa: E402
 from streams.tools.samples import sample_items  # noqa: E402
-from streams.contracts.settings import KafkaSettings, TopicSettings  # noqa: E402
+from streams.contracts.schema import parse_item  # noqa: E402
+from streams.contracts.settings import BatchSettings, KafkaSettings, TopicSettings  # noqa: E402
 
 
 def _count(influx_url: str, db: str) -> int:
@@ -214,7 +216,10 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
 
         log = stack.log_path.read_text(errors="replace")
         provider = "CPUExecutionProvider" if "on CPUExecutionProvider" in log else "see worker log"
-        texts = [json.loads(m.value).get("headline") or json.loads(m.value).get("text") for m in bulk]
+        # exactly what the worker feeds the model: headline (or post text) and body
+        kind = {topics.news: "news", topics.social: "social"}
+        texts = [parse_item(m.value, kind=kind[m.topic], max_text_chars=BatchSettings().max_text_chars).scoring_text
+                 for m in bulk]
         alone = model_alone(model_dir, variant, texts, batch_size, env or {})
         return {
             "variant": variant, "batch_size": batch_size, "provider": provider, "env": env or {},

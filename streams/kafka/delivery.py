@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from streams.contracts import metrics
 from streams.contracts.records import DeadLetter
 
-__all__ = ["deliver", "UndeliverableRecord"]
+__all__ = ["deliver", "partitions_of", "UndeliverableRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,14 @@ async def deliver(records: Sequence[tuple[Any, bytes | None, Any]], what: str) -
             log.warning("sending %s failed, retrying in %.1fs: %s", what, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+async def partitions_of(topic: Any, keys: Iterable[bytes]) -> dict[bytes, int]:
+    """The partition of ``topic`` (a Faust topic) each key goes to, as :func:`deliver` would send it."""
+    producer = _producer(topic.app)
+    name = topic.get_topic_name()
+    await producer.partitions_for(name)
+    return {key: producer._partition(name, None, None, None, key, None) for key in keys}
 
 
 def _producer(app: Any) -> Any:

@@ -1,5 +1,7 @@
 """The scoring agent: input bytes -> Score (+ Mention per ticker) -> InfluxDB and Kafka.
 
+Mentions go out as one :class:`MentionBatch` per partition of the mentions topic.
+
 Batches come from ``noack_take``: nothing is acked before InfluxDB accepted the
 points and the scores, mentions and dead letters were delivered (acks=all).
 A batch that fails unexpectedly is scored message by message, so one bad
@@ -21,10 +23,10 @@ from typing import Any
 import faust
 
 from streams.contracts import metrics
-from streams.contracts.records import Mention, Score
+from streams.contracts.records import Mention, MentionBatch, Score
 from streams.contracts.settings import Settings
 from streams.influx.sink import make_sink
-from streams.kafka.delivery import deliver
+from streams.kafka.delivery import deliver, partitions_of
 from streams.kafka.stage import OrderedStage
 from streams.runtime import ModelWatcher, SentimentModel, load_model
 from streams.scoring.scorer import BatchResult, BatchScorer, Incoming, Scored
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Unexpected failures of one message, scored alone, before it is dead-lettered.
 RETRIES_BEFORE_DEAD_LETTER = 2
+#: Mentions per MentionBatch record at most (a mention is < 1 kB: a record stays far below 1 MB).
+MENTIONS_PER_RECORD = 256
 
 
 @dataclass
@@ -127,11 +131,22 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
                     for ticker in s.tickers]
         return out
 
+    async def mention_batches(result: BatchResult) -> list[tuple[Any, bytes, MentionBatch]]:
+        """One record per partition of the mentions topic, keyed by its first ticker."""
+        assert mentions is not None
+        by_partition: dict[int, list[Mention]] = {}
+        batch = to_mentions(result)
+        partition = await partitions_of(mentions, {m.ticker.encode("utf-8") for m in batch})
+        for m in batch:
+            by_partition.setdefault(partition[m.ticker.encode("utf-8")], []).append(m)
+        return [(mentions, group[0].ticker.encode("utf-8"), MentionBatch(mentions=group[i : i + MENTIONS_PER_RECORD]))
+                for group in by_partition.values() for i in range(0, len(group), MENTIONS_PER_RECORD)]
+
     async def publish(result: BatchResult) -> None:
         records: list[tuple[Any, bytes | None, Any]] = [(scores, s.id.encode("utf-8"), s) for s in result.scores]
         records += [(dead_letters, (d.item_id or "").encode("utf-8") or None, d) for d in result.dead_letters]
         if mentions is not None:
-            records += [(mentions, m.ticker.encode("utf-8"), m) for m in to_mentions(result)]
+            records += await mention_batches(result)
         await deliver(records, f"{len(result.scores)} scores / {len(result.dead_letters)} dead letters")
 
     async def process(batch: list[Incoming]) -> BatchResult:
