@@ -20,7 +20,7 @@ from typing import Any
 
 import faust
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from streams.aggregation.engine import Aggregator, Effects, EngineConfig
 from streams.aggregation.rules import RuleSet, load_rules
@@ -60,7 +60,7 @@ class AggregationStage:
 
 def effect_points(effects: Effects) -> list[str]:
     """InfluxDB lines for what a batch caused: closed windows, then alert status changes."""
-    return [window_point(**asdict(w)) for w in effects.closed] + [alert_point(a) for a in effects.alerts]
+    return [window_point(**vars(w)) for w in effects.closed] + [alert_point(a) for a in effects.alerts]
 
 
 def engine_config(settings: Settings) -> EngineConfig:

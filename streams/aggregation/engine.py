@@ -105,6 +105,7 @@ class Aggregator:
         self.incidents = IncidentBook(rules, self._signals, config.half_life)
         # evidence (top items) only where a rule can cite it: keeps the per-ticker state small
         watched = {r.window for r in rules.active}
+        self._rules_by_size = {size: [r for r in rules.active if r.window == size] for size in watched}
         self._keep = {size: config.top_items if size in watched else 0 for size in config.windows}
         # decoded states as last written to the store (see commit); saves decoding on every mention
         self._cache: dict[str, TickerState] = {}
@@ -248,12 +249,13 @@ class Aggregator:
 
     def _evaluate(self, state: TickerState, agg: WindowAgg, ts: float, now: datetime | None,
                   effects: Effects) -> None:
+        rules = self._rules_by_size.get(agg.size)
+        if not rules:  # no rule watches this window size: nothing to evaluate
+            return
         view = state.baseline(agg.size).view(agg.start, self.config.half_life)
         signals = self._signals(agg, view)
         matches = []
-        for rule in self.rules.active:
-            if rule.window != agg.size:
-                continue
+        for rule in rules:
             if rule.spec.uses_baseline and view.windows < rule.min_baseline_windows:
                 continue
             level = rule.level_for(signals.value(rule), rule.counted(agg.count, agg.negative, agg.positive))

@@ -60,6 +60,13 @@ _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\
 _ESCAPE_STRING = str.maketrans({'"': r'\"', "\\": r"\\"})
 
 FieldValue = float | int | str | bool | None
+#: the field names this module writes need no escaping (checked at import)
+_FIELD_KEYS = {k: k for k in (
+    "label", "kind", "model", "score", "p_negative", "p_neutral", "p_positive", "id", "headline", "model_version",
+    "items", "scored", "dead_letters", "batch_ms", "inference_ms", "latency_p50_ms", "latency_max_ms",
+    "count", "mean_score", "negative_share", "positive_share", "z_score", "volume_ratio", "baseline_mean",
+    "baseline_std", "baseline_rate", "title", "text", "dedup_key", "value", "threshold", "top_ids")}
+assert all(k.translate(_ESCAPE_KEY) == k for k in _FIELD_KEYS)
 
 
 def _tag_value(value: str) -> str:
@@ -82,14 +89,15 @@ def _tags(tags: Mapping[str, str | None]) -> str:
 def _fields(fields: Mapping[str, FieldValue]) -> str:
     out = []
     for key, value in sorted(fields.items()):
-        k = str(key).translate(_ESCAPE_KEY)
-        if value is None:
-            continue
-        if isinstance(value, float):
+        k = _FIELD_KEYS.get(key) or str(key).translate(_ESCAPE_KEY)
+        kind = type(value)
+        if kind is float or (kind is not bool and isinstance(value, float)):
             if not math.isfinite(value):
                 continue
             text = str(value)
             out.append(f"{k}={text[:-2] if text.endswith('.0') else text}")
+        elif value is None:
+            continue
         elif isinstance(value, bool):
             out.append(f"{k}={'true' if value else 'false'}")
         elif isinstance(value, int):
