@@ -201,9 +201,9 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
 
     @app.agent(inputs, name="score-items")
     async def score_items(stream: faust.StreamT) -> None:
-        async def finish(work: tuple[list[Any], list[Incoming], Scored | None]) -> None:
-            events, batch, scored = work
-            result = await store(batch, scored)
+        async def finish(work: tuple[list[Any], list[Incoming], asyncio.Future[Scored | None]]) -> None:
+            events, batch, scoring = work
+            result = await store(batch, await scoring)
             await publish(result)
             for event in events:
                 await stream.ack(event)
@@ -212,18 +212,26 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
                       len(result.scores), len(result.dead_letters), result.total_ms)
 
         await start()
-        # Batch n is stored, published and acked in the background while batch n+1 is inferred.
+        # Scoring starts as soon as a batch is taken, so batch n+1 is decoded while batch n is inferred
+        # (one inference thread: in order), and batches are stored, published and acked in the background,
+        # in order, after their scoring finished.
         outputs = OrderedStage(finish, depth=settings.batch.in_flight, name="scoring outputs")
+        scoring: set[asyncio.Future] = set()
         metrics.READY.set(1)
         try:
             async for events in stream.noack_take(settings.batch.size, within=settings.batch.wait):
                 batch = [Incoming(topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,
                                   key=e.message.key, value=e.message.value, timestamp=e.message.timestamp)
                          for e in events]
-                await outputs.submit((events, batch, await score(batch)))
+                future = asyncio.ensure_future(score(batch))
+                scoring.add(future)
+                future.add_done_callback(scoring.discard)
+                await outputs.submit((events, batch, future))
         finally:
             metrics.READY.set(0)
             await outputs.close()
+            for future in list(scoring):
+                future.cancel()
             await sink.stop()
 
     return stage
