@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -71,14 +72,15 @@ def _announce(model: SentimentModel) -> None:
 
 
 def _count(batch: list[Incoming], result: BatchResult) -> None:
+    """The batch's outcomes, one counter update per (outcome, topic) rather than per message."""
     metrics.BATCH_SIZE.observe(len(batch))
-    for msg in batch:
-        metrics.ITEMS.labels(outcome="received", topic=msg.topic).inc()
-    for source in result.sources:
-        metrics.ITEMS.labels(outcome="scored", topic=source.rsplit(":", 1)[0]).inc()
-    for letter in result.dead_letters:
-        metrics.ITEMS.labels(outcome="dead_lettered", topic=letter.topic).inc()
-        metrics.DEAD_LETTERS.labels(stage=letter.stage).inc()
+    outcomes = Counter(("received", msg.topic) for msg in batch)
+    outcomes.update(("scored", source.rsplit(":", 1)[0]) for source in result.sources)
+    outcomes.update(("dead_lettered", letter.topic) for letter in result.dead_letters)
+    for (outcome, topic), n in outcomes.items():
+        metrics.ITEMS.labels(outcome=outcome, topic=topic).inc(n)
+    for stage_name, n in Counter(letter.stage for letter in result.dead_letters).items():
+        metrics.DEAD_LETTERS.labels(stage=stage_name).inc(n)
 
 
 def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.TopicT,
