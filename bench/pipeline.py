@@ -89,46 +89,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _profile_start(pid: int, out: Path):
-    """py-spy sampling the worker (all threads, not idle ones) until stopped; None without py-spy."""
-    import shutil
-    import subprocess
-
-    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(exe).exists():
-        print("py-spy not installed: no profile", flush=True)
-        return None
-    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--nolineno",
-                             "--nonblocking", "--output", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-
-def _profile_stop(proc, out: Path, top: int = 25) -> dict | None:
-    """Stop py-spy; the top functions by self and by inclusive share of the worker's busy samples."""
-    import signal
-    from collections import Counter
-
-    if proc is None:
-        return None
-    proc.send_signal(signal.SIGINT)
-    proc.wait(60)
-    own, total, samples = Counter(), Counter(), 0
-    for line in out.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        frames = [f.replace(str(ROOT) + "/", "") for f in stack.split(";")[1:]]  # [0] is the thread
-        if not frames:
-            continue
-        samples += int(n)
-        own[frames[-1]] += int(n)
-        for f in set(frames):
-            total[f] += int(n)
-
-    def share(c: Counter) -> list[list]:
-        return [[f, round(n / samples, 3)] for f, n in c.most_common(top)]
-
-    return {"samples": samples, "self": share(own), "inclusive": share(total)}
-
-
 def model_alone(model_dir: Path, variant: str, texts: list[str], batch_size: int, env: dict[str, str]) -> dict:
     """The model by itself on ``texts`` (worker runtime settings from ``env``), best of 2 passes."""
     from streams.contracts.settings import RuntimeSettings
@@ -151,7 +111,7 @@ def model_alone(model_dir: Path, variant: str, texts: list[str], batch_size: int
 
 
 def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, latency_load: float,
-             latency_items: int, env: dict[str, str] | None = None, profile: bool = False) -> dict:
+             latency_items: int, env: dict[str, str] | None = None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="finsentry-bench-"))
     settings = {"FINSENTRY_MODEL_VARIANT": variant, "FINSENTRY_BATCH__SIZE": str(batch_size), **(env or {})}
     with services.local_pipeline(model_dir, workdir, settings) as stack:
@@ -171,12 +131,10 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
         bulk, bulk_points = batch(2, n_items)
         pids = {"worker": stack.worker.pid, "broker": stack.broker_pid, "influxdb": stack.influx_pid}
         cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-        spy = _profile_start(stack.worker.pid, workdir / "profile.txt") if profile else None
         start = time.monotonic()
         asyncio.run(publish(bulk, kafka))
         published = time.monotonic()
         end = _wait_points(influx_url, "finsentry", warm_points + bulk_points, 900)
-        hot = _profile_stop(spy, workdir / "profile.txt")
         throughput = n_items / (end - start)
         cpu = {name: round((_cpu_seconds(pid) - cpu_before[name]) / n_items * 1000, 3) for name, pid in pids.items()}
 
@@ -230,7 +188,6 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
             "publish_items_s": round(n_items / (published - start), 1),
             "latency_rate_items_s": round(rate, 1), "latency_items": len(latencies),
             "latency_p50_ms": pct(0.50), "latency_p99_ms": pct(0.99), "latency_max_ms": latencies[-1] if latencies else None,
-            **({"profile": hot} if hot else {}),
         }
 
 
@@ -244,8 +201,6 @@ def main() -> None:
     parser.add_argument("--latency-items", type=int, default=600)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="worker setting for every case, e.g. FINSENTRY_RUNTIME__MAX_BATCH=16")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the worker with py-spy during the throughput run (slows it a little)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
@@ -255,7 +210,7 @@ def main() -> None:
         for size in args.batch_size or [32]:
             print(f"running variant={variant} batch={size} …", flush=True)
             results.append(run_case(args.model_dir, variant, size, args.items, args.latency_load, args.latency_items,
-                                    env, args.profile))
+                                    env))
             print(json.dumps(results[-1]), flush=True)
 
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
