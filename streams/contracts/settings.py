@@ -205,10 +205,7 @@ class AlertSettings(BaseModel):
     rate_floor_per_minute: float = Field(0.2, gt=0, description="normal volume is never taken below this")
     top_items: int = Field(5, ge=1, le=50, description="items cited as evidence per alert")
     batch_size: int = Field(256, ge=1, le=10_000, description="mention records (MentionBatch) aggregated per batch")
-    batch_wait: float = Field(
-        1.0, gt=0, le=10,
-        description="longest a batch waits to fill, seconds: a ticker's state goes to the changelog once per batch, "
-        "so longer batches cost less per mention; alerts wait at most this long")
+    batch_wait: float = Field(0.2, gt=0, le=10, description="longest a batch waits to fill, seconds")
     webhook_url: SecretStr | None = Field(None, description="Slack-compatible incoming webhook (a secret)")
     webhook_url_file: Path | None = None
     webhook_timeout: float = Field(5.0, gt=0)
