@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from streams.contracts import metrics
 from streams.contracts.records import DeadLetter
@@ -35,7 +35,7 @@ async def deliver(records: Sequence[tuple[Any, bytes | None, Any]], what: str) -
     """
     from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
-    delay = 0.5
+    delays = _backoff()
     while records:
         try:
             await _send_batches(records)
@@ -53,18 +53,38 @@ async def deliver(records: Sequence[tuple[Any, bytes | None, Any]], what: str) -
                 continue
             raise UndeliverableRecord(f"{what}: the broker refuses the record: {exc}") from exc
         except KafkaError as exc:
-            metrics.DELIVERY_RETRIES.inc()
-            log.warning("sending %s failed, retrying in %.1fs: %s", what, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            await _wait_retry(delays, f"sending {what}", exc)
 
 
 async def partitions_of(topic: Any, keys: Iterable[bytes]) -> dict[bytes, int]:
     """The partition of ``topic`` (a Faust topic) each key goes to, as :func:`deliver` would send it."""
+    from aiokafka.errors import KafkaError
+
     producer = _producer(topic.app)
     name = topic.get_topic_name()
-    await producer.partitions_for(name)
+    delays = _backoff()
+    while True:
+        try:
+            await producer.partitions_for(name)  # cached after the first call; waits for the broker before it
+            break
+        except KafkaError as exc:
+            await _wait_retry(delays, f"partitions of {name}", exc)
     return {key: producer._partition(name, None, None, None, key, None) for key in keys}
+
+
+def _backoff() -> Iterator[float]:
+    """Seconds between retries: 0.5, 1, 2, … capped at 30."""
+    delay = 0.5
+    while True:
+        yield delay
+        delay = min(delay * 2, 30.0)
+
+
+async def _wait_retry(delays: Iterator[float], what: str, exc: Exception) -> None:
+    delay = next(delays)
+    metrics.DELIVERY_RETRIES.inc()
+    log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+    await asyncio.sleep(delay)
 
 
 def _producer(app: Any) -> Any:
