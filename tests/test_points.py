@@ -70,6 +70,10 @@ def test_line_protocol_is_byte_for_byte_what_influxdb_client_writes():
         ts = rng.randrange(0, 2**62)
         expected = point.time(ts, WritePrecision.NS).to_line_protocol()
         assert line_protocol(measurement, tags, fields, ts) == expected, (measurement, tags, fields)
+    # every field dropped (non-finite floats, None): no line at all, as Point writes it
+    empty = Point("m").tag("t", "x").field("a", math.nan).field("b", math.inf).time(1, WritePrecision.NS)
+    assert empty.to_line_protocol() == ""
+    assert line_protocol("m", {"t": "x"}, {"a": math.nan, "b": math.inf, "c": None}, 1) == ""
 
 
 def test_every_point_builder_matches_influxdb_client():

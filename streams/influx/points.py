@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Mapping
 
 from streams.contracts.records import Score
@@ -60,13 +61,12 @@ _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\
 _ESCAPE_STRING = str.maketrans({'"': r'\"', "\\": r"\\"})
 
 FieldValue = float | int | str | bool | None
-#: the field names this module writes need no escaping (checked at import)
-_FIELD_KEYS = {k: k for k in (
-    "label", "kind", "model", "score", "p_negative", "p_neutral", "p_positive", "id", "headline", "model_version",
-    "items", "scored", "dead_letters", "batch_ms", "inference_ms", "latency_p50_ms", "latency_max_ms",
-    "count", "mean_score", "negative_share", "positive_share", "z_score", "volume_ratio", "baseline_mean",
-    "baseline_std", "baseline_rate", "title", "text", "dedup_key", "value", "threshold", "top_ids")}
-assert all(k.translate(_ESCAPE_KEY) == k for k in _FIELD_KEYS)
+
+
+@lru_cache(maxsize=1024)
+def _key(key: str) -> str:
+    """A tag or field key, escaped (the same few keys on every point: cached)."""
+    return str(key).translate(_ESCAPE_KEY)
 
 
 def _tag_value(value: str) -> str:
@@ -80,7 +80,7 @@ def _tags(tags: Mapping[str, str | None]) -> str:
     for key, value in sorted(tags.items()):
         if value is None:
             continue
-        k, v = str(key).translate(_ESCAPE_KEY), _tag_value(value)
+        k, v = _key(key), _tag_value(value)
         if k and v:
             out.append(f"{k}={v}")
     return "," + ",".join(out) if out else ""
@@ -89,9 +89,8 @@ def _tags(tags: Mapping[str, str | None]) -> str:
 def _fields(fields: Mapping[str, FieldValue]) -> str:
     out = []
     for key, value in sorted(fields.items()):
-        k = _FIELD_KEYS.get(key) or str(key).translate(_ESCAPE_KEY)
-        kind = type(value)
-        if kind is float or (kind is not bool and isinstance(value, float)):
+        k = _key(key)
+        if isinstance(value, float):
             if not math.isfinite(value):
                 continue
             text = str(value)
@@ -117,13 +116,16 @@ def line_protocol(measurement: str, tags: Mapping[str, str | None], fields: Mapp
     >>> print(line_protocol("m", {"t": "a b", "s": "x"}, {"v": 1.0, "n": 2, "txt": 'say "hi"'}, 5))
     m,s=x,t=a\ b n=2i,txt="say \"hi\"",v=1 5
     """
-    encoded = _fields(fields)
-    if not encoded:
-        return ""
-    return f"{measurement.translate(_ESCAPE_MEASUREMENT)}{_tags(tags)} {encoded} {int(time_ns)}"
+    return _line(measurement, _tags(tags), _fields(fields), time_ns)
+
+
+def _line(measurement: str, tags: str, fields: str, time_ns: int) -> str:
+    """A line from encoded tags and fields (``""`` without fields, as influxdb-client does)."""
+    return f"{measurement.translate(_ESCAPE_MEASUREMENT)}{tags} {fields} {int(time_ns)}" if fields else ""
 
 
 def _ns(at: datetime) -> int:
+    """Nanoseconds since the epoch, exactly (no float rounding); ``at`` must be timezone-aware."""
     delta = at - datetime(1970, 1, 1, tzinfo=timezone.utc)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
@@ -146,9 +148,7 @@ def event_time_ns(published_at: datetime, item_id: str) -> int:
     """
     if published_at.tzinfo is None:
         raise ValueError("published_at must be timezone-aware")
-    delta = published_at - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    seconds = delta.days * 86_400 + delta.seconds
-    return seconds * 1_000_000_000 + _id_offset_ns(item_id)
+    return _ns(published_at) // _OFFSET_RANGE * _OFFSET_RANGE + _id_offset_ns(item_id)
 
 
 def score_points(score: Score, headline_chars: int = 200) -> list[str]:
@@ -163,8 +163,7 @@ def score_points(score: Score, headline_chars: int = 200) -> list[str]:
         "p_positive": float(score.p_positive), "id": score.id, "headline": score.headline[:headline_chars],
         "model_version": score.model_version,
     })
-    measurement = SENTIMENT_MEASUREMENT.translate(_ESCAPE_MEASUREMENT)
-    return [f"{measurement}{_tags({'ticker': ticker, 'source': score.source})} {fields} {ts}"
+    return [_line(SENTIMENT_MEASUREMENT, _tags({"ticker": ticker, "source": score.source}), fields, ts)
             for ticker in score.tickers or [NO_TICKER]]
 
 
