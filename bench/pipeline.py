@@ -175,7 +175,7 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
         log = stack.log_path.read_text(errors="replace")
         provider = "CPUExecutionProvider" if "on CPUExecutionProvider" in log else "see worker log"
         # exactly what the worker feeds the model: headline (or post text) and body
-        kind = {topics.news: "news", topics.social: "social"}
+        kind = topics.kind_by_topic
         texts = [parse_item(m.value, kind=kind[m.topic], max_text_chars=BatchSettings().max_text_chars).scoring_text
                  for m in bulk]
         alone = model_alone(model_dir, variant, texts, batch_size, env or {})

@@ -122,6 +122,11 @@ class TopicSettings(BaseModel):
     alerts: str = "finsentry.alerts"
     partitions: int = Field(1, ge=1, description="partitions used when the tooling creates topics")
 
+    @property
+    def kind_by_topic(self) -> dict[str, str]:
+        """Input topic -> the kind of item it carries (``Item.kind``)."""
+        return {self.news: "news", self.social: "social"}
+
 
 class InfluxApi(str, Enum):
     v1 = "v1"  # InfluxDB 1.x /write (database + user/password)

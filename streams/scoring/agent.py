@@ -83,7 +83,7 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     inputs = app.topic(t.news, t.social, **raw)
     scores = app.topic(t.scores, key_type=bytes, value_type=Score, key_serializer="raw")
-    kind_by_topic = {t.news: "news", t.social: "social"}
+    kind_by_topic = t.kind_by_topic
     stage = ScoringStage()
     sink = make_sink(settings.influx)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
