@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from streams.tools.generator import InjectedEvent, StreamSpec, TickerProfile, generate
-from streams.tools.services import wait_for
-from streams.contracts.records import Alert, DeadLetter
+from streams.tools.services import new_pipeline, stop_workers, wait_for
+from streams.contracts.records import Alert, DeadLetter, Mention, MentionBatch
 from streams.aggregation.windows import window_start
 
 pytestmark = pytest.mark.integration
@@ -130,6 +130,67 @@ def test_negative_burst_raises_exactly_one_alert_quiet_tickers_none(pipeline, ti
         assert "secret-token" not in worker.output()
     finally:
         hook.close()
+
+
+@pytest.fixture
+def pipeline4(broker, influxd, tiny_model_dir, tmp_path):
+    """Like ``pipeline``, with 4 partitions per topic."""
+    pipe = new_pipeline(broker, influxd, tiny_model_dir, tmp_path, partitions=4)
+    yield pipe
+    stop_workers(pipe)
+
+
+def test_mentions_travel_in_batches_each_in_the_partition_of_its_tickers(pipeline4, tiny_sentiment_model_dir,
+                                                                         model_pool):
+    """One MentionBatch per mentions partition and scored batch, keyed by one of its tickers: every ticker in
+    it hashes to the record's partition, so a ticker's mentions stay in one partition, in order."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    spec = StreamSpec(start=T0, duration_s=3600, tickers=tuple(TickerProfile(t, 1.0, (0.25, 0.5, 0.25)) for t in QUIET),
+                      seed=8, late_share=0.0, very_late_share=0.0)
+    items = generate(spec, model_pool)
+    worker = pipeline4.start_worker(FINSENTRY_MODEL_DIR=str(tiny_sentiment_model_dir))
+    pipeline4.publish([json.dumps(i).encode() for i in items])
+    assert pipeline4.wait_for_points(len(items), timeout=180) == len(items), worker.output()[-2000:]
+
+    records = pipeline4.read_all(pipeline4.topics.mentions)
+    partitions = list(range(4))
+    partition_of = DefaultPartitioner()
+    sent: Counter = Counter()
+    for record in records:
+        for m in MentionBatch.loads(record.value).mentions:
+            assert partition_of(m.ticker.encode(), partitions, partitions) == record.partition, m.ticker
+            sent[(m.id, m.ticker)] += 1
+    assert set(sent) == {(i["id"], t) for i in items for t in i["tickers"]}
+    assert len({r.partition for r in records}) > 1
+    assert len(records) * 4 <= len(sent)  # batches, not one record per mention
+
+
+def test_mention_records_of_earlier_workers_still_count_and_an_unreadable_one_is_a_dead_letter(
+        pipeline, tiny_sentiment_model_dir, model_pool):
+    """A rolling upgrade leaves single Mention records in the topic: they are counted like batched ones."""
+    import asyncio
+
+    from streams.tools.publish import Outgoing, publish
+
+    items = _one_burst("EVTC", model_pool)[:200]
+    legacy = [Mention(id=f"legacy-{i}", ticker="LEGA", published_at=T0 + timedelta(seconds=i), score=-0.5,
+                      label="negative", source="test") for i in range(3)]
+    junk = b"\xff not a mention"
+    asyncio.run(publish([Outgoing(pipeline.topics.mentions, b"LEGA", m.dumps()) for m in legacy]
+                        + [Outgoing(pipeline.topics.mentions, b"junk", junk)], pipeline.kafka))
+    worker = pipeline.start_worker(FINSENTRY_MODEL_DIR=str(tiny_sentiment_model_dir))
+    pipeline.publish([json.dumps(i).encode() for i in items] + [_flush_item(T0 + timedelta(hours=6))])
+    wait_for(lambda: sum(c for (t, _), c in _window_counts(pipeline, "5m").items() if t != "ZZZZ")
+             == len(items) + len(legacy), 240, "every 5m window to close", worker)
+    per_ticker: Counter = Counter()
+    for (ticker, _), count in _window_counts(pipeline, "1m").items():
+        per_ticker[ticker] += count
+    assert per_ticker["LEGA"] == len(legacy) and per_ticker["EVTC"] == len(items)
+
+    letters = [DeadLetter.loads(r.value) for r in pipeline.read_topic(pipeline.topics.dead_letter, expect=1, timeout=30)]
+    assert [(d.stage, d.topic, d.original) for d in letters] == [("decode", pipeline.topics.mentions, junk)]
+    assert "not a mentions record" in letters[0].reason
 
 
 def test_aggregates_survive_sigkill_without_double_counting(pipeline, tiny_sentiment_model_dir, model_pool):

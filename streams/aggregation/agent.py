@@ -1,7 +1,7 @@
 """The per-ticker aggregation agent: mentions -> windows, baselines, alerts.
 
-Reads the mentions topic (key = ticker, so a ticker's mentions are in one
-partition, in order), runs :class:`streams.aggregation.engine.Aggregator` and keeps each
+Reads the mentions topic (MentionBatch records keyed by ticker, so a ticker's
+mentions are in one partition, in order), runs :class:`streams.aggregation.engine.Aggregator` and keeps each
 ticker's state in the Faust table ``ticker-state`` (changelog-backed; a
 restarted worker recovers it before consuming). Per mention, in this order:
 window and alert points go to InfluxDB, alerts go to the alerts topic, then
@@ -20,12 +20,12 @@ from typing import Any
 
 import faust
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from streams.aggregation.engine import Aggregator, Effects, EngineConfig
 from streams.aggregation.rules import RuleSet, load_rules
 from streams.contracts import metrics
-from streams.contracts.records import Alert, DeadLetter, Mention
+from streams.contracts.records import Alert, DeadLetter, decode_mentions
 from streams.contracts.settings import Settings
 from streams.influx.points import alert_point, window_point
 from streams.influx.sink import Rejected, make_sink
@@ -60,7 +60,7 @@ class AggregationStage:
 
 def effect_points(effects: Effects) -> list[str]:
     """InfluxDB lines for what a batch caused: closed windows, then alert status changes."""
-    return [window_point(**asdict(w)) for w in effects.closed] + [alert_point(a) for a in effects.alerts]
+    return [window_point(**vars(w)) for w in effects.closed] + [alert_point(a) for a in effects.alerts]
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -93,6 +93,14 @@ def _rejected_point(bad: Rejected, mention_topic: str, worker: str) -> DeadLette
                          value=bad.line.encode("utf-8"), failed_at=datetime.now(timezone.utc), worker=worker)
 
 
+def _undecodable(message: Any, reason: str, worker: str) -> DeadLetter:
+    """A dead letter for a mentions record that is neither a MentionBatch nor a Mention (not ours)."""
+    log.error("undecodable record in %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+    return DeadLetter.of(stage="decode", reason=reason, topic=message.topic, partition=message.partition,
+                         offset=message.offset, key=message.key, value=message.value,
+                         failed_at=datetime.now(timezone.utc), worker=worker)
+
+
 def attach_aggregation(app: faust.App, settings: Settings, dead_letters: faust.TopicT) -> AggregationStage:
     """Declare the mentions/alerts topics, the state table and the ``aggregate-tickers`` agent on ``app``.
 
@@ -100,7 +108,8 @@ def attach_aggregation(app: faust.App, settings: Settings, dead_letters: faust.T
     """
     t = settings.topics
     rules = load_rules(settings.alerts.rules_file, windows=settings.alerts.windows)
-    mentions = app.topic(t.mentions, key_type=bytes, value_type=Mention, key_serializer="raw")
+    # raw: a record is a MentionBatch or (from earlier workers) one Mention; decode_mentions reads both
+    mentions = app.topic(t.mentions, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     alerts = app.topic(t.alerts, key_type=bytes, value_type=Alert, key_serializer="raw")
     table = app.Table(TABLE_NAME, default=None, partitions=t.partitions, key_type=str,
                       help="per-ticker windows, baselines and open incidents")
@@ -124,20 +133,29 @@ def attach_aggregation(app: faust.App, settings: Settings, dead_letters: faust.T
             async for events in stream.take_events(settings.alerts.batch_size, within=settings.alerts.batch_wait):
                 effects = Effects()
                 now = datetime.now(timezone.utc)
+                undecodable: list[DeadLetter] = []
                 for event in events:
-                    engine.observe(event.value, event.message.partition, now=now, effects=effects)
+                    try:
+                        batch = decode_mentions(event.value)
+                    except ValueError as exc:
+                        undecodable.append(_undecodable(event.message, str(exc), worker))
+                        continue
+                    for mention in batch:
+                        engine.observe(mention, event.message.partition, now=now, effects=effects)
                 points = effect_points(effects)
                 with metrics.SINK_WRITE_SECONDS.labels(stage="aggregation").time():
                     rejected = await sink.write(points) if points else []
                 for bad in rejected:  # our own points: a rejection is a bug or a schema clash, say so loudly
                     log.error("InfluxDB rejected an aggregate point: %s (%s)", bad.line[:200], bad.reason)
                 await deliver([(alerts, a.dedup_key.encode(), a) for a in effects.alerts]
-                              + [(dead_letters, None, _rejected_point(bad, t.mentions, worker)) for bad in rejected],
+                              + [(dead_letters, None, _rejected_point(bad, t.mentions, worker)) for bad in rejected]
+                              + [(dead_letters, None, letter) for letter in undecodable],
                               f"{len(effects.alerts)} alerts / {len(rejected)} rejected points")
                 for alert in effects.alerts:
                     log.info("alert %s %s: %s", alert.status, alert.dedup_key, alert.suggestion)
                     metrics.ALERTS.labels(status=alert.status, severity=alert.severity).inc()
                 metrics.DEAD_LETTERS.labels(stage="sink").inc(len(rejected))
+                metrics.DEAD_LETTERS.labels(stage="decode").inc(len(undecodable))
                 counted = effects.mentions - effects.duplicates - effects.late
                 metrics.MENTIONS.labels(outcome="counted").inc(max(0, counted))
                 metrics.MENTIONS.labels(outcome="duplicate").inc(effects.duplicates)

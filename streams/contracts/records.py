@@ -17,7 +17,7 @@ import faust
 
 from streams.contracts.labels import LABELS
 
-__all__ = ["Item", "Score", "Mention", "Alert", "DeadLetter", "LABELS", "Stage"]
+__all__ = ["Item", "Score", "Mention", "MentionBatch", "decode_mentions", "Alert", "DeadLetter", "LABELS", "Stage"]
 
 
 Stage = Literal["decode", "validate", "score", "sink", "notify"]
@@ -95,6 +95,35 @@ class Mention(faust.Record, serializer="json", isodates=True, include_metadata=F
     # input partitions, so a lagging topic holds windows open instead of having its items dropped as late
     source_partition: str = ""
     source_watermark: float = 0.0
+
+
+class MentionBatch(faust.Record, serializer="json", include_metadata=False):
+    """The mentions of one scored batch whose tickers hash to the same partition of the mentions topic.
+
+    Keyed by its first ticker, so it lands in the partition each of its tickers' own key would pick:
+    a ticker's mentions stay in one partition, in order. One record instead of one per mention,
+    because the aggregator pays Faust's per-event cost per record, not per mention.
+    """
+
+    mentions: list[Mention]
+
+
+def decode_mentions(value: bytes | None) -> list[Mention]:
+    """The mentions in a mentions-topic record: a :class:`MentionBatch`, or one :class:`Mention` as
+    earlier workers sent them (a rolling upgrade leaves both in the topic). Raises ``ValueError``."""
+    import orjson
+
+    try:
+        data = orjson.loads(value or b"")
+        rows = data["mentions"] if isinstance(data, dict) and "mentions" in data else [data]
+        mentions = [Mention.from_data(row) for row in rows]
+        for m in mentions:
+            if not isinstance(m.published_at, datetime) or m.published_at.tzinfo is None:
+                raise ValueError(f"published_at is not a timezone-aware time: {m.published_at!r}")
+            float(m.score)
+        return mentions
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"not a mentions record: {type(exc).__name__}: {exc}") from None
 
 
 class AlertItem(faust.Record, serializer="json", include_metadata=False):

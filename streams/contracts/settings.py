@@ -118,7 +118,8 @@ class TopicSettings(BaseModel):
     social: str = "social.posts"
     scores: str = "sentiment.scores"
     dead_letter: str = "finsentry.dead-letter"
-    mentions: str = Field("sentiment.mentions", description="one record per (item, ticker), key = ticker")
+    mentions: str = Field("sentiment.mentions",
+                          description="mentions (one per item and ticker), batched per partition, key = a ticker")
     alerts: str = "finsentry.alerts"
     partitions: int = Field(1, ge=1, description="partitions used when the tooling creates topics")
 
@@ -173,6 +174,9 @@ class BatchSettings(BaseModel):
     size: int = Field(32, ge=1, le=4096)
     wait: float = Field(0.2, gt=0, le=60)
     max_text_chars: int = Field(20_000, ge=16, description="longer items go to the dead-letter topic")
+    in_flight: int = Field(
+        1, ge=1, le=16,
+        description="scored batches waiting to be stored and published while the next one is inferred")
 
 
 class RuntimeSettings(BaseModel):
@@ -205,7 +209,7 @@ class AlertSettings(BaseModel):
     between_window_std: float = Field(0.05, ge=0, description="floor on window-to-window drift in z-scores")
     rate_floor_per_minute: float = Field(0.2, gt=0, description="normal volume is never taken below this")
     top_items: int = Field(5, ge=1, le=50, description="items cited as evidence per alert")
-    batch_size: int = Field(256, ge=1, le=10_000, description="mentions aggregated per batch")
+    batch_size: int = Field(256, ge=1, le=10_000, description="mention records (MentionBatch) aggregated per batch")
     batch_wait: float = Field(0.2, gt=0, le=10, description="longest a batch waits to fill, seconds")
     webhook_url: SecretStr | None = Field(None, description="Slack-compatible incoming webhook (a secret)")
     webhook_url_file: Path | None = None

@@ -1,5 +1,7 @@
 """The scoring agent: input bytes -> Score (+ Mention per ticker) -> InfluxDB and Kafka.
 
+Mentions go out as one :class:`MentionBatch` per partition of the mentions topic.
+
 Batches come from ``noack_take``: nothing is acked before InfluxDB accepted the
 points and the scores, mentions and dead letters were delivered (acks=all).
 A batch that fails unexpectedly is scored message by message, so one bad
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,12 +24,13 @@ from typing import Any
 import faust
 
 from streams.contracts import metrics
-from streams.contracts.records import Mention, Score
+from streams.contracts.records import Mention, MentionBatch, Score
 from streams.contracts.settings import Settings
 from streams.influx.sink import make_sink
-from streams.kafka.delivery import deliver
+from streams.kafka.delivery import deliver, partitions_of
+from streams.kafka.stage import OrderedStage
 from streams.runtime import ModelWatcher, SentimentModel, load_model
-from streams.scoring.scorer import BatchResult, BatchScorer, Incoming
+from streams.scoring.scorer import BatchResult, BatchScorer, Incoming, Scored
 from streams.scoring.tickers import default_extractor
 
 __all__ = ["ScoringStage", "attach_scoring", "RETRIES_BEFORE_DEAD_LETTER"]
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Unexpected failures of one message, scored alone, before it is dead-lettered.
 RETRIES_BEFORE_DEAD_LETTER = 2
+#: Mentions per MentionBatch record at most (a mention is < 1 kB: a record stays far below 1 MB).
+MENTIONS_PER_RECORD = 256
 
 
 @dataclass
@@ -66,14 +72,15 @@ def _announce(model: SentimentModel) -> None:
 
 
 def _count(batch: list[Incoming], result: BatchResult) -> None:
+    """The batch's outcomes, one counter update per (outcome, topic) rather than per message."""
     metrics.BATCH_SIZE.observe(len(batch))
-    for msg in batch:
-        metrics.ITEMS.labels(outcome="received", topic=msg.topic).inc()
-    for source in result.sources:
-        metrics.ITEMS.labels(outcome="scored", topic=source.rsplit(":", 1)[0]).inc()
-    for letter in result.dead_letters:
-        metrics.ITEMS.labels(outcome="dead_lettered", topic=letter.topic).inc()
-        metrics.DEAD_LETTERS.labels(stage=letter.stage).inc()
+    outcomes = Counter(("received", msg.topic) for msg in batch)
+    outcomes.update(("scored", source.rsplit(":", 1)[0]) for source in result.sources)
+    outcomes.update(("dead_lettered", letter.topic) for letter in result.dead_letters)
+    for (outcome, topic), n in outcomes.items():
+        metrics.ITEMS.labels(outcome=outcome, topic=topic).inc(n)
+    for stage_name, n in Counter(letter.stage for letter in result.dead_letters).items():
+        metrics.DEAD_LETTERS.labels(stage=stage_name).inc(n)
 
 
 def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.TopicT,
@@ -126,11 +133,22 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
                     for ticker in s.tickers]
         return out
 
+    async def mention_batches(result: BatchResult) -> list[tuple[Any, bytes, MentionBatch]]:
+        """One record per partition of the mentions topic, keyed by its first ticker."""
+        assert mentions is not None
+        by_partition: dict[int, list[Mention]] = {}
+        batch = to_mentions(result)
+        partition = await partitions_of(mentions, {m.ticker.encode("utf-8") for m in batch})
+        for m in batch:
+            by_partition.setdefault(partition[m.ticker.encode("utf-8")], []).append(m)
+        return [(mentions, group[0].ticker.encode("utf-8"), MentionBatch(mentions=group[i : i + MENTIONS_PER_RECORD]))
+                for group in by_partition.values() for i in range(0, len(group), MENTIONS_PER_RECORD)]
+
     async def publish(result: BatchResult) -> None:
         records: list[tuple[Any, bytes | None, Any]] = [(scores, s.id.encode("utf-8"), s) for s in result.scores]
         records += [(dead_letters, (d.item_id or "").encode("utf-8") or None, d) for d in result.dead_letters]
         if mentions is not None:
-            records += [(mentions, m.ticker.encode("utf-8"), m) for m in to_mentions(result)]
+            records += await mention_batches(result)
         await deliver(records, f"{len(result.scores)} scores / {len(result.dead_letters)} dead letters")
 
     async def process(batch: list[Incoming]) -> BatchResult:
@@ -143,7 +161,7 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
         except Exception as exc:  # a bug must not stop the stream nor lose the batch
             if len(batch) > 1:
                 log.exception("batch of %d failed unexpectedly; scoring its messages one by one", len(batch))
-                return BatchResult.merge([await process([msg]) for msg in batch])
+                return await one_by_one(batch)
             msg = batch[0]
             key = (msg.topic, msg.partition, msg.offset)
             stage.failures[key] = stage.failures.get(key, 0) + 1
@@ -155,24 +173,67 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
                 msg, "score", f"internal error (failed {RETRIES_BEFORE_DEAD_LETTER} times): "
                 f"{type(exc).__name__}: {exc}", None, datetime.now(timezone.utc))])
 
+    async def one_by_one(batch: list[Incoming]) -> BatchResult:
+        return BatchResult.merge([await process([msg]) for msg in batch])
+
+    async def score(batch: list[Incoming]) -> Scored | None:
+        """Decode and infer; None if that failed unexpectedly (the batch is then scored message by message)."""
+        scorer = stage.scorer
+        assert scorer is not None
+        try:
+            return await scorer.score(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("batch of %d failed unexpectedly; scoring its messages one by one", len(batch))
+            return None
+
+    async def store(batch: list[Incoming], scored: Scored | None) -> BatchResult:
+        scorer = stage.scorer
+        assert scorer is not None
+        if scored is not None:
+            try:
+                return await scorer.store(scored)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("storing a batch of %d failed unexpectedly; scoring its messages one by one",
+                              len(batch))
+        return await one_by_one(batch)
+
     @app.agent(inputs, name="score-items")
     async def score_items(stream: faust.StreamT) -> None:
+        async def finish(work: tuple[list[Any], list[Incoming], asyncio.Future[Scored | None]]) -> None:
+            events, batch, scoring = work
+            result = await store(batch, await scoring)
+            await publish(result)
+            for event in events:
+                await stream.ack(event)
+            _count(batch, result)
+            log.debug("batch %d: %d scored, %d dead-lettered, %.1f ms", len(batch),
+                      len(result.scores), len(result.dead_letters), result.total_ms)
+
         await start()
+        # Scoring starts as soon as a batch is taken, so batch n+1 is decoded while batch n is inferred
+        # (one inference thread: in order), and batches are stored, published and acked in the background,
+        # in order, after their scoring finished.
+        outputs = OrderedStage(finish, depth=settings.batch.in_flight, name="scoring outputs")
+        scoring: set[asyncio.Future] = set()
         metrics.READY.set(1)
         try:
             async for events in stream.noack_take(settings.batch.size, within=settings.batch.wait):
                 batch = [Incoming(topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,
                                   key=e.message.key, value=e.message.value, timestamp=e.message.timestamp)
                          for e in events]
-                result = await process(batch)
-                await publish(result)
-                for event in events:
-                    await stream.ack(event)
-                _count(batch, result)
-                log.debug("batch %d: %d scored, %d dead-lettered, %.1f ms", len(batch),
-                          len(result.scores), len(result.dead_letters), result.total_ms)
+                future = asyncio.ensure_future(score(batch))
+                scoring.add(future)
+                future.add_done_callback(scoring.discard)
+                await outputs.submit((events, batch, future))
         finally:
             metrics.READY.set(0)
+            await outputs.close()
+            for future in list(scoring):
+                future.cancel()
             await sink.stop()
 
     return stage

@@ -1,5 +1,8 @@
 """One micro-batch, end to end: decode -> infer (off the loop) -> InfluxDB.
 
+Two steps, :meth:`BatchScorer.score` and :meth:`BatchScorer.store`, so the agent
+can infer the next batch while the previous one is being written.
+
 Kept free of Faust so it can be driven by the agent, the benchmark and tests
 alike. The caller publishes the returned scores and dead letters, and only
 then acks the Kafka messages: nothing is acked before InfluxDB accepted it.
@@ -25,7 +28,7 @@ from streams.contracts.records import DeadLetter, Item, Score, Stage
 from streams.contracts.schema import MAX_TICKERS, BadInput, parse_item
 from streams.influx.sink import InfluxSink
 
-__all__ = ["Incoming", "BatchResult", "BatchScorer"]
+__all__ = ["Incoming", "Scored", "BatchResult", "BatchScorer"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,19 @@ class BatchResult:
             merged.inference_ms += r.inference_ms
             merged.total_ms += r.total_ms
         return merged
+
+
+@dataclass
+class Scored:
+    """A batch decoded and scored, not yet written anywhere (what :meth:`BatchScorer.store` takes)."""
+
+    batch: list[Incoming]
+    now: datetime
+    started: float  # perf_counter at the start of scoring
+    scored: list[tuple[Incoming, Score]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    inference_ms: float = 0.0
+    scored_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
 class BatchScorer:
@@ -132,9 +148,14 @@ class BatchScorer:
         return rows, errors
 
     async def process(self, batch: Sequence[Incoming]) -> BatchResult:
+        """Score a batch and store its points: :meth:`score` then :meth:`store`."""
+        return await self.store(await self.score(batch))
+
+    async def score(self, batch: Sequence[Incoming]) -> Scored:
+        """Decode and infer (off the loop); nothing is written yet."""
         started = time.perf_counter()
         now = datetime.now(timezone.utc)
-        result = BatchResult()
+        out = Scored(batch=list(batch), now=now, started=started)
 
         items: list[tuple[Incoming, Item]] = []
         for msg in batch:
@@ -142,44 +163,48 @@ class BatchScorer:
                 kind = self.kind_by_topic.get(msg.topic, "news")
                 items.append((msg, parse_item(msg.value, kind=kind, max_text_chars=self.max_text_chars)))
             except BadInput as bad:
-                result.dead_letters.append(self.dead_letter(msg, bad.stage, bad.reason, bad.item_id, now))
+                out.dead_letters.append(self.dead_letter(msg, bad.stage, bad.reason, bad.item_id, now))
 
         model = self.model  # one model per batch, even if swapped meanwhile
         t0 = time.perf_counter()
         rows, errors = await self._infer_isolating(model, [item.scoring_text for _, item in items])
-        result.inference_ms = (time.perf_counter() - t0) * 1000
-        metrics.INFERENCE_SECONDS.observe(result.inference_ms / 1000)
+        out.inference_ms = (time.perf_counter() - t0) * 1000
+        metrics.INFERENCE_SECONDS.observe(out.inference_ms / 1000)
 
-        scored_at = datetime.now(timezone.utc)
+        out.scored_at = scored_at = datetime.now(timezone.utc)
         labels = model.labels
         index = {label: i for i, label in enumerate(labels)}
-        scored: list[tuple[Incoming, Score]] = []
         for (msg, item), row, error in zip(items, rows, errors):
             if row is None:
-                result.dead_letters.append(self.dead_letter(msg, "score", error or "inference failed", item.id, now))
+                out.dead_letters.append(self.dead_letter(msg, "score", error or "inference failed", item.id, now))
                 continue
             p_neg, p_neu, p_pos = (float(row[index[k]]) for k in ("negative", "neutral", "positive"))
-            scored.append((msg, Score(
+            out.scored.append((msg, Score(
                 id=item.id, source=item.source, published_at=item.published_at, tickers=self._tickers(item),
                 label=labels[int(np.argmax(row))], p_negative=p_neg, p_neutral=p_neu, p_positive=p_pos,
                 score=p_pos - p_neg, model_name=model.name, model_version=model.version,
                 scored_at=scored_at, kind=item.kind, headline=item.title,
             )))
+        return out
 
+    async def store(self, scored: Scored) -> BatchResult:
+        """Write a scored batch's points (and its health point) to InfluxDB; a point InfluxDB rejects
+        makes its item a dead letter."""
+        result = BatchResult(dead_letters=list(scored.dead_letters), inference_ms=scored.inference_ms)
         lines: list[str] = []
-        owner: list[int] = []  # line -> index in `scored`
-        for i, (_, score) in enumerate(scored):
+        owner: list[int] = []  # line -> index in `scored.scored`
+        for i, (_, score) in enumerate(scored.scored):
             for line in score_points(score):
                 lines.append(line)
                 owner.append(i)
         latencies = [
-            max(0.0, scored_at.timestamp() - msg.timestamp) * 1000 for msg, _ in scored if msg.timestamp
+            max(0.0, scored.scored_at.timestamp() - msg.timestamp) * 1000 for msg, _ in scored.scored if msg.timestamp
         ]
         health = None
-        if self.health_points and batch:
+        if self.health_points and scored.batch:
             health = pipeline_point(
-                worker=self.worker, at=scored_at, items=len(batch), scored=len(scored),
-                dead_letters=len(result.dead_letters), batch_ms=(time.perf_counter() - started) * 1000,
+                worker=self.worker, at=scored.scored_at, items=len(scored.batch), scored=len(scored.scored),
+                dead_letters=len(result.dead_letters), batch_ms=(time.perf_counter() - scored.started) * 1000,
                 inference_ms=result.inference_ms,
                 latency_p50_ms=float(np.median(latencies)) if latencies else 0.0,
                 latency_max_ms=max(latencies, default=0.0),
@@ -193,13 +218,13 @@ class BatchScorer:
                 bad_rows.setdefault(owner[rej.index], rej.reason)
             else:
                 log.error("pipeline health point rejected: %s", rej.reason)
-        for i, (msg, score) in enumerate(scored):
+        for i, (msg, score) in enumerate(scored.scored):
             if i in bad_rows:
-                result.dead_letters.append(
-                    self.dead_letter(msg, "sink", f"InfluxDB rejected the point: {bad_rows[i]}", score.id, now))
+                result.dead_letters.append(self.dead_letter(
+                    msg, "sink", f"InfluxDB rejected the point: {bad_rows[i]}", score.id, scored.now))
             else:
                 result.scores.append(score)
                 result.sources.append(f"{msg.topic}:{msg.partition}")
         result.points = len(lines) - sum(1 for r in rejected if r.index < len(owner))
-        result.total_ms = (time.perf_counter() - started) * 1000
+        result.total_ms = (time.perf_counter() - scored.started) * 1000
         return result
