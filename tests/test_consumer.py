@@ -9,8 +9,10 @@ it would cause. The end-to-end proof is tests/test_faults.py.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from faust.transport.drivers.aiokafka import Consumer as StockConsumer
 from faust.types import TP
@@ -27,6 +29,13 @@ class _Msg:
     tp: TP
     offset: int
     acked: bool = False
+    tracked: bool = True
+    topic: str = TOPIC.topic
+
+
+@dataclass
+class _Record:
+    offset: int
 
 
 class _Thread:
@@ -50,8 +59,13 @@ def _consumer(cls, committed, acked, in_flight=(), gaps=(), skipped=()):
     consumer._gap = defaultdict(IntervalTree)
     for begin, end in gaps:
         consumer._gap[TOPIC].addi(begin, end)
-    consumer._unacked_messages = {_Msg(TOPIC, o) for o in in_flight}
+    consumer._unacked_messages = {_Msg(TOPIC, o) for o in in_flight}  # strong references: they stay held
+    consumer._held = defaultdict(weakref.WeakValueDictionary,
+                                 {TOPIC: weakref.WeakValueDictionary({m.offset: m for m in consumer._unacked_messages})})
     consumer._delivered = defaultdict(set, {TOPIC: set(in_flight) | set(skipped)})
+    consumer._batch_records = None
+    consumer.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+    consumer.assignment = lambda: {TOPIC}
     consumer._blocked_since = {}
     consumer._batch_seeks = None
     consumer._thread = _Thread()
@@ -155,3 +169,63 @@ def test_a_head_held_by_a_stream_is_never_sought(monkeypatch):
         assert SafeCommitConsumer._new_offset(safe, TOPIC) is None
         clock[0] += consumer_module.STALL_RESEEK_AFTER
     assert safe._thread.sought == []
+
+
+def test_a_skipped_head_of_a_partition_nobody_committed_is_sought_again(monkeypatch):
+    # no committed offset yet: the oldest undone offset is the head
+    clock = [100.0]
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: clock[0])
+    state = dict(committed=None, acked=[1, 2, 3], skipped=[0])
+    assert StockConsumer._new_offset(_consumer(StockConsumer, **state), TOPIC) == 4  # would lose 0
+    safe = _consumer(SafeCommitConsumer, **state)
+    assert SafeCommitConsumer._new_offset(safe, TOPIC) is None
+    clock[0] += consumer_module.STALL_RESEEK_AFTER * 1.5
+    assert SafeCommitConsumer._new_offset(safe, TOPIC) is None
+    assert safe._thread.sought == [(TOPIC, 0)] and safe.ledger.reseeks == 1
+
+
+def test_a_partition_whose_every_delivered_message_was_dropped_is_checked_and_sought_again(monkeypatch):
+    # nothing of the partition was ever acked, so faust never looks at it when committing
+    clock = [100.0]
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: clock[0])
+    safe = _consumer(SafeCommitConsumer, committed=7, acked=[], skipped=[7, 8])
+    safe._acked.clear()
+    assert list(StockConsumer._filter_tps_with_pending_acks(safe)) == []
+    assert list(SafeCommitConsumer._filter_tps_with_pending_acks(safe)) == [TOPIC]
+    for _ in range(3):  # at 0, 0.75 and 1.5 stall periods
+        assert SafeCommitConsumer._new_offset(safe, TOPIC) is None
+        clock[0] += consumer_module.STALL_RESEEK_AFTER * 0.75
+    assert safe._thread.sought == [(TOPIC, 7)]
+
+
+def test_records_faust_withheld_from_the_streams_are_fetched_again_and_block_commits():
+    # the survivor took the partition over from a worker killed before its first commit; the
+    # fetch of offsets 0..9 arrived while recovery kept the partition paused, so faust's getmany
+    # handed none of them to a stream
+    safe = _consumer(SafeCommitConsumer, committed=None, acked=[])
+    safe._batch_records = {TOPIC: [_Record(o) for o in range(10)]}
+    safe._fetch_again_withheld(handed={})
+    assert safe._thread.sought == [(TOPIC, 0)] and safe._read_offset[TOPIC] == 0
+    assert safe.ledger.refetches == 1
+    # later records acked before 0 comes back: no commit passes 0
+    safe._acked[TOPIC] = [10, 11]
+    safe._acked_index[TOPIC] = {10, 11}
+    assert SafeCommitConsumer._new_offset(safe, TOPIC) is None
+
+
+def test_only_the_withheld_tail_of_a_fetch_is_fetched_again():
+    safe = _consumer(SafeCommitConsumer, committed=20, acked=[])
+    safe._batch_records = {TOPIC: [_Record(o) for o in range(20, 30)]}
+    safe._fetch_again_withheld(handed={TOPIC: 24})  # the flow stopped after 24
+    assert safe._thread.sought == [(TOPIC, 25)]
+    safe._batch_records = {TOPIC: [_Record(o) for o in range(30, 35)]}
+    safe._fetch_again_withheld(handed={TOPIC: 34})  # all handed over: nothing to do
+    assert safe._thread.sought == [(TOPIC, 25)]
+
+
+def test_an_ack_of_a_message_no_stream_processed_is_refused():
+    # faust's pure-Python stream acks the records it skips (flow stopped, stale generation)
+    safe = _consumer(SafeCommitConsumer, committed=5, acked=[], skipped=[5])
+    skipped = _Msg(TOPIC, 5, tracked=False)
+    assert SafeCommitConsumer.ack(safe, skipped) is False
+    assert not skipped.acked and 5 in safe._delivered[TOPIC] and safe.ledger.skipped_acks == 1
