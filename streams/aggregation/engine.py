@@ -52,6 +52,7 @@ class EngineConfig:
     top_items: int = 5
     max_future_skew: float = 300.0
     dedup_horizon: int = 900  # ids are remembered this long (event time) behind the watermark
+    forget_every: int = 60  # ... and swept out at most this often per ticker (event time)
     source_idle_s: float = 60.0  # an input partition silent this long (wall clock) stops holding the watermark
 
     def rate_floor(self, size: int) -> float:
@@ -192,9 +193,12 @@ class Aggregator:
         return effects
 
     def _forget(self, state: TickerState, partition: int, effects: Effects) -> None:
-        """Drop ids older than the dedup horizon; older items count as late from now on."""
+        """Drop ids older than the dedup horizon; older items count as late from now on.
+
+        A sweep reads every id of the ticker, so it runs once per ``forget_every`` seconds of event
+        time, not per mention: ids live up to that much longer, which only widens the dedup."""
         floor = self.watermark(partition) - self.config.dedup_horizon
-        if floor > state.seen_floor and any(t < floor for t in state.seen.values()):
+        if floor - state.seen_floor >= self.config.forget_every:
             state.seen = {i: t for i, t in state.seen.items() if t >= floor}
             state.seen_floor = floor
             effects.states[state.ticker] = state
@@ -233,7 +237,8 @@ class Aggregator:
 
     def _count(self, state: TickerState, m: MentionLike, ts: float, now: datetime | None, effects: Effects) -> None:
         state.seen[m.id] = ts
-        item = TopItem(m.id, float(m.score), (m.headline or "")[:200], ts)
+        # rounded once, as the changelog keeps it: a restarted worker ranks evidence the same way
+        item = TopItem(m.id, round(float(m.score), 6), (m.headline or "")[:200], ts)
         touched = []
         for size in self.config.windows:
             start = window_start(ts, size)

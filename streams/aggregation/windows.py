@@ -15,6 +15,7 @@ volume) and are folded in lazily, in closed form, when the next window closes.
 from __future__ import annotations
 
 import math
+from copy import copy
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -57,7 +58,7 @@ class TopItem:
     published_at: float
 
     def to_list(self) -> list[Any]:
-        return [self.id, round(self.score, 6), self.headline, self.published_at]
+        return [self.id, self.score, self.headline, self.published_at]
 
     @classmethod
     def from_list(cls, row: list[Any]) -> "TopItem":
@@ -215,7 +216,7 @@ class Baseline:
         """A copy with the empty windows up to ``start`` folded in (closed form)."""
         k = self._gap(start)
         if k == 0:
-            return Baseline(**{f.name: getattr(self, f.name) for f in fields(self)})
+            return copy(self)
         d = self._decay(half_life)
         dk = d**k
         return Baseline(
@@ -254,7 +255,7 @@ class Baseline:
         self.last_end = window.end
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Baseline":
