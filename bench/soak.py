@@ -11,7 +11,8 @@ the broker and InfluxDB from /proc. At the end it waits until every point is
 stored (a soak that loses items is not a pass) and reports the worker's RSS at
 the end of the warm-up, the largest RSS after it, and the growth between them.
 The warm-up must outlast the aggregation's dedup horizon (15 min of event
-time: each ticker remembers the ids it counted that long), until which the
+time, swept once a minute: each ticker remembers the ids it counted up to 16
+min; the default warm-up is that), until which the
 per-ticker state fills by design; after it, every per-ticker and per-id
 structure is bounded, so RSS should be flat.
 

@@ -110,6 +110,22 @@ def test_redelivered_and_late_items_are_not_counted_twice():
     assert store["AAA"]["late"] >= 1
 
 
+def test_a_busy_ticker_remembers_ids_for_the_dedup_horizon_only():
+    """The ids a ticker keeps are bounded by the horizon (+ one sweep interval), not by its history:
+    a ticker named every 10 s for 2 hours keeps ~16 minutes of ids, and one re-delivered from
+    before the sweep's floor is late, never counted again."""
+    config = EngineConfig()
+    stream = by_time(background("AAA", 120, every_s=10))
+    _, _, store = run(stream)
+    state = store["AAA"]
+    newest = max(m.published_at.timestamp() for m in stream)
+    kept = len(state["seen"])
+    assert (config.dedup_horizon / 10) * 0.9 <= kept <= (config.dedup_horizon + config.forget_every) / 10 + 5
+    assert min(state["seen"].values()) >= state["seen_floor"] >= newest - config.dedup_horizon - config.forget_every
+    again, _, store = run([stream[0], stream[len(stream) // 2]], store=store)  # re-delivered: old ones
+    assert store["AAA"]["late"] >= 2 and sum(window_counts(again, "1m").values()) == 0
+
+
 def test_restart_from_saved_state_gives_the_same_output_as_no_restart():
     stream = by_time(background("AAA", 240) + burst("AAA", T0 + timedelta(hours=3), 12)
                      + background("BBB", 240, seed=3))

@@ -12,6 +12,7 @@ import pytest
 from streams.runtime import read_manifest
 from export.onnx_export import ExportOptions, ParityError, ParitySet, export_checkpoint
 from streams.runtime import choose_variant, combine_chunks, load_model, softmax
+from streams.runtime.session import open_session
 from streams.runtime import ModelWatcher
 
 
@@ -117,6 +118,13 @@ def test_cpu_defaults_run_one_single_threaded_sub_batch_per_core(tiny_model_dir)
     cores = len(os.sched_getaffinity(0))
     assert model.provider == "CPUExecutionProvider"
     assert (model.max_batch, model.parallel) == (4, cores)
+
+
+def test_cpu_sessions_keep_no_per_shape_memory_plans(tiny_model_dir):
+    """Every sub-batch has a shape of its own: a per-shape plan cache only grows (bench/session_memory.py)."""
+    manifest = read_manifest(tiny_model_dir)
+    session = open_session(tiny_model_dir / manifest.variant("fp32").file, ["CPUExecutionProvider"])
+    assert session.get_session_options().enable_mem_pattern is False
 
 
 def test_int8_scores_with_one_window_sub_batches_do_not_depend_on_neighbours(tiny_model_dir):
