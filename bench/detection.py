@@ -71,8 +71,7 @@ def run(rules: RuleSet, config: EngineConfig, stream: list[Mention]) -> list:
     alerts = []
     for m in stream:
         effects = engine.observe(m, 0)
-        for key, value in effects.writes():
-            store[key] = value
+        effects.apply(store)
         alerts.extend(a for a in effects.alerts if a.status == "firing")
     return alerts
 

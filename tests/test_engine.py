@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from streams.aggregation.agent import effect_points
 from streams.aggregation.engine import Aggregator, EngineConfig
+from streams.aggregation.state import SEAL_AT, TickerState
 from streams.contracts.records import Mention
 from streams.aggregation.rules import parse_rules
 
@@ -68,8 +69,7 @@ def run(mentions, engine=None, store=None):
     points, alerts = [], []
     for m in mentions:
         effects = engine.observe(m, 0)
-        for key, value in effects.writes():
-            store[key] = json.loads(json.dumps(value))  # what the changelog round trip gives back
+        effects.apply(store, lambda value: json.loads(json.dumps(value)))  # what the changelog gives back
         engine.commit(effects)  # as the agent does after the table write
         points += effect_points(effects)
         alerts += effects.alerts
@@ -117,13 +117,70 @@ def test_a_busy_ticker_remembers_ids_for_the_dedup_horizon_only():
     config = EngineConfig()
     stream = by_time(background("AAA", 120, every_s=10))
     _, _, store = run(stream)
-    state = store["AAA"]
+    state = TickerState.from_dict(store["AAA"], store.get)
     newest = max(m.published_at.timestamp() for m in stream)
-    kept = len(state["seen"])
-    assert (config.dedup_horizon / 10) * 0.9 <= kept <= (config.dedup_horizon + config.forget_every) / 10 + 5
-    assert min(state["seen"].values()) >= state["seen_floor"] >= newest - config.dedup_horizon - config.forget_every
+    assert (config.dedup_horizon / 10) * 0.9 <= len(state.seen) <= (config.dedup_horizon + config.forget_every) / 10 + 5
+    assert min(state.seen.values()) >= state.seen_floor >= newest - config.dedup_horizon - config.forget_every
     again, _, store = run([stream[0], stream[len(stream) // 2]], store=store)  # re-delivered: old ones
     assert store["AAA"]["late"] >= 2 and sum(window_counts(again, "1m").values()) == 0
+
+
+def test_a_busy_tickers_state_record_stays_small_and_each_id_is_written_about_once():
+    """Ids are sealed into chunk records written once, not rewritten with the state on every mention,
+    and chunks whose ids all aged out are deleted."""
+    stream = by_time(background("AAA", 120, every_s=5))
+    store, id_writes, state_ids = {}, 0, []
+    engine = Aggregator(parse_rules(RULES, windows=[60, 300]), EngineConfig(), store)
+    for m in stream:
+        effects = engine.observe(m, 0)
+        for key, value, _ in effects.writes():
+            if value is not None:
+                id_writes += len(value.get("ids", value.get("seen", {})))
+            if key == "AAA":
+                state_ids.append(len(value["seen"]))
+        effects.apply(store)
+        engine.commit(effects)
+    assert max(state_ids) < SEAL_AT
+    # each id: in ~SEAL_AT/2 state records (one per mention here) and one chunk; unsealed, every state
+    # record would carry the whole 15 minutes of ids: ~180 writes of each id at one mention per 5 s
+    assert id_writes <= len(stream) * (SEAL_AT / 2 + 2)
+    chunks = [key for key in store if key.startswith("AAA#ids#")]
+    assert 0 < len(chunks) <= EngineConfig().dedup_horizon / 5 / SEAL_AT + 3  # expired chunks deleted
+    kept = TickerState.from_dict(store["AAA"], store.get).seen
+    assert kept.keys() >= {m.id for m in stream[-150:]}
+
+
+def test_restart_with_sealed_ids_gives_the_same_output_as_no_restart():
+    stream = by_time(background("AAA", 90, every_s=5) + burst("AAA", T0 + timedelta(minutes=70), 40)
+                     + background("BBB", 90, every_s=7, seed=3))
+    flush = [M("flush", "ZZZ", T0 + timedelta(hours=3), 0.0, "neutral")]
+    points, alerts, _ = run(stream + flush)
+    rules = parse_rules(RULES, windows=[60, 300])
+    for cut in (200, len(stream) // 2, len(stream) - 30):
+        first_points, first_alerts, store = run(stream[:cut])
+        assert any("#ids#" in key for key in store)
+        again = Aggregator(rules, EngineConfig(), store)
+        rest_points, rest_alerts, _ = run(stream[cut - 120:] + flush, engine=again, store=store)
+        assert sorted(set(first_points + rest_points)) == sorted(set(points))
+        assert [a.dedup_key for a in first_alerts + rest_alerts] == [a.dedup_key for a in alerts]
+
+
+def test_a_missing_chunk_makes_its_items_late_never_counted_twice():
+    # a long lateness keeps every window open: only the ids can tell a re-delivery
+    config, rules = EngineConfig(lateness=7200), parse_rules(RULES, windows=[60, 300])
+    stream = by_time(background("AAA", 30, every_s=5))
+    _, _, store = run(stream, engine=Aggregator(rules, config, store := {}), store=store)
+    chunks = sorted(key for key in store if key.startswith("AAA#ids#"))
+    assert chunks
+    lost = set(store.pop(chunks[-1])["ids"])  # e.g. a chunk the broker lost
+    redelivered = [m for m in stream if m.id in lost]
+    engine = Aggregator(rules, config, store)
+    for m in redelivered:
+        effects = engine.observe(m, 0)
+        assert effects.duplicates + effects.late == 1, m.id
+        effects.apply(store)
+        engine.commit(effects)
+    assert store["AAA"]["late"] == len(redelivered)
 
 
 def test_restart_from_saved_state_gives_the_same_output_as_no_restart():

@@ -72,16 +72,19 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
-def _save(table: Any, partition: int, key: str, value: dict) -> None:
-    """``table[key] = value`` for a state whose ticker lives in ``partition``.
+def _save(table: Any, partition: int, key: str, value: dict | None) -> None:
+    """``table[key] = value`` (``del`` for None) for a record of a ticker that lives in ``partition``.
 
     Faust's own ``__setitem__`` takes the partition from the event being
     processed; a batch holds events of several partitions, and each ticker's
-    state must go to its own changelog partition (the one its mentions use),
+    records must go to its own changelog partition (the one its mentions use),
     or another worker would recover it after a rebalance.
     """
     table.send_changelog(partition, key, value)
-    table.data[key] = value
+    if value is None:
+        table.data.pop(key, None)
+    else:
+        table.data[key] = value
 
 
 def _rejected_point(bad: Rejected, mention_topic: str, worker: str) -> DeadLetter:
@@ -161,9 +164,9 @@ def attach_aggregation(app: faust.App, settings: Settings, dead_letters: faust.T
                 metrics.MENTIONS.labels(outcome="duplicate").inc(effects.duplicates)
                 metrics.MENTIONS.labels(outcome="late").inc(effects.late)
                 written = set()
-                for key, value in effects.writes():
-                    _save(table, value["partition"], key, value)
-                    written.add(value["partition"])
+                for key, value, partition in effects.writes():
+                    _save(table, partition, key, value)
+                    written.add(partition)
                 if written and settings.kafka.changelog_end_marker:
                     await end_changelog_batches(app, table, written)
                 engine.commit(effects)

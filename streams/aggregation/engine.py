@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, MutableMapping, Protocol
+from typing import Any, Callable, MutableMapping, Protocol
 
 from streams.aggregation.incidents import POLARITIES, IncidentBook, Signals, signals_of
 from streams.aggregation.rules import RuleSet, polarity_of
@@ -84,6 +84,9 @@ class Effects:
     closed: list[ClosedWindow] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     states: dict[str, TickerState] = field(default_factory=dict)
+    #: sealed-id chunks to write (key -> (partition, record)) and to delete (key -> partition)
+    chunks: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     late: int = 0
     mentions: int = 0
@@ -92,8 +95,20 @@ class Effects:
     def closed_windows(self) -> int:
         return len(self.closed)
 
-    def writes(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(ticker, state.to_dict()) for ticker, state in self.states.items()]
+    def writes(self) -> list[tuple[str, dict[str, Any] | None, int]]:
+        """``(key, value or None to delete, changelog partition)`` in the order they must be written:
+        chunk deletions and new chunks before the states that stop or start listing them."""
+        return ([(key, None, partition) for key, partition in self.dropped.items()]
+                + [(key, record, partition) for key, (partition, record) in self.chunks.items()]
+                + [(ticker, state.to_dict(), state.partition) for ticker, state in self.states.items()])
+
+    def apply(self, store: MutableMapping[str, Any], codec: Callable[[Any], Any] = lambda value: value) -> None:
+        """Write :meth:`writes` into a plain mapping (offline tools, tests), each value through ``codec``."""
+        for key, value, _ in self.writes():
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = codec(value)
 
 
 class Aggregator:
@@ -124,7 +139,7 @@ class Aggregator:
             # the next mention decodes the stored one again
             return self._cache.pop(ticker)
         raw = self.store.get(ticker)
-        return TickerState.from_dict(raw) if raw else None
+        return TickerState.from_dict(raw, self.store.get) if raw else None
 
     def commit(self, effects: Effects) -> None:
         """Call after ``effects.writes()`` reached the store: keep those states decoded for the next mentions."""
@@ -145,8 +160,8 @@ class Aggregator:
             return
         index: dict[str, float] = {}
         for ticker, raw in list(self.store.items()):
-            if raw and int(raw.get("partition", -1)) == partition:
-                due = TickerState.from_dict(raw).due(self.config.lateness)
+            if raw and int(raw.get("partition", -1)) == partition:  # sealed-id chunks have no partition
+                due = TickerState.from_dict(raw, None).due(self.config.lateness)
                 if due is not None:
                     index[ticker] = due
         self._index[partition] = index
@@ -199,8 +214,9 @@ class Aggregator:
         time, not per mention: ids live up to that much longer, which only widens the dedup."""
         floor = self.watermark(partition) - self.config.dedup_horizon
         if floor - state.seen_floor >= self.config.forget_every:
-            state.seen = {i: t for i, t in state.seen.items() if t >= floor}
-            state.seen_floor = floor
+            for key in state.forget_before(floor):
+                if effects.chunks.pop(key, None) is None:  # sealed in this very batch: never written
+                    effects.dropped[key] = state.partition
             effects.states[state.ticker] = state
 
     def advance(self, partition: int, effects: Effects, now: datetime | None = None,
@@ -236,7 +252,9 @@ class Aggregator:
         return signals_of(agg, view, self.config.between_window_std, self.config.rate_floor(agg.size))
 
     def _count(self, state: TickerState, m: MentionLike, ts: float, now: datetime | None, effects: Effects) -> None:
-        state.seen[m.id] = ts
+        if (sealed := state.remember(m.id, ts)) is not None:
+            key, record = sealed
+            effects.chunks[key] = (state.partition, record)
         # rounded once, as the changelog keeps it: a restarted worker ranks evidence the same way
         item = TopItem(m.id, round(float(m.score), 6), (m.headline or "")[:200], ts)
         touched = []
