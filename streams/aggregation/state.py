@@ -1,4 +1,4 @@
-"""A ticker's whole aggregation state, as one value (one changelog record per change).
+"""A ticker's aggregation state: one value per ticker (one changelog record per change), plus its sealed ids.
 
 Open windows of every size, baselines, the ids counted lately, the open
 incidents and cooldowns: after a crash the table holds, per ticker, the state
