@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import random
 import sys
 import time
@@ -35,14 +35,10 @@ from streams.aggregation.engine import Aggregator, EngineConfig, Effects  # noqa
 from streams.aggregation.rules import load_rules  # noqa: E402
 from streams.contracts.records import Mention  # noqa: E402
 
+from pipeline import machine  # noqa: E402  (bench/pipeline.py)
+from soak import rss_mb  # noqa: E402  (bench/soak.py)
+
 BATCH = 256
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run(minutes: float, tickers: int, rate: float) -> list[dict]:
@@ -72,7 +68,7 @@ def run(minutes: float, tickers: int, rate: float) -> list[dict]:
         engine.commit(effects)
         if n // per_minute > len(rows):
             cpu = time.process_time()
-            rows.append({"minute": len(rows) + 1, "rss_mb": round(rss_mb(), 1),
+            rows.append({"minute": len(rows) + 1, "rss_mb": round(rss_mb(os.getpid()), 1),
                          "cpu_us_per_mention": round((cpu - cpu_mark) / per_minute * 1e6, 1),
                          "changelog_bytes_per_mention": round(bytes_in_minute / per_minute),
                          "state_writes_per_mention": round(writes_in_minute / per_minute, 2)})
@@ -96,8 +92,7 @@ def main() -> None:
           f"{summary['changelog_bytes_per_mention']:.0f} changelog bytes per mention, RSS {summary['rss_mb']} MB")
     result = {"command": f"bench/aggregation_load.py --minutes {args.minutes:g} --tickers {args.tickers} "
                          f"--rate {args.rate:g}",
-              "machine": {"cpus": len(__import__("os").sched_getaffinity(0)), "python": platform.python_version(),
-                          "platform": platform.platform()},
+              "machine": machine(),
               "steady_state": summary, "minutes": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

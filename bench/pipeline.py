@@ -83,6 +83,11 @@ async def _score_timestamps(kafka: KafkaSettings, topic: str, ids: set[str], tim
     return found
 
 
+def machine() -> dict:
+    """What a bench result records about the box it ran on."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -214,7 +219,7 @@ def main() -> None:
             print(json.dumps(results[-1]), flush=True)
 
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
-    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    report = {"machine": machine(),
               "model": {"name": manifest["name"], "version": manifest["version"]}, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

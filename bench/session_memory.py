@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import random
 import subprocess
 import sys
@@ -24,20 +24,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from pipeline import machine  # noqa: E402  (bench/pipeline.py)
+from soak import rss_mb  # noqa: E402  (bench/soak.py)
 
 
 def feed_shapes(model_dir: Path, variant: str, calls: int, mem_pattern: bool) -> dict:
     """In this process: one CPU session, ``calls`` random shapes; RSS every 1,000 calls."""
     import numpy as np
 
-    sys.path.insert(0, str(ROOT))
     import onnxruntime as ort
 
     from streams.runtime.manifest import read_manifest
@@ -52,14 +48,14 @@ def feed_shapes(model_dir: Path, variant: str, calls: int, mem_pattern: bool) ->
                                    disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS))
     names = [i.name for i in session.get_inputs()]
     rng = random.Random(1)
-    samples, start = [{"calls": 0, "rss_mb": round(rss_mb(), 1)}], time.perf_counter()
+    samples, start = [{"calls": 0, "rss_mb": round(rss_mb(os.getpid()), 1)}], time.perf_counter()
     for call in range(1, calls + 1):
         rows = rng.randint(1, 32)
         tokens = rng.randint(5, 128) if rng.random() < 1 / 6 else rng.randint(5, 40)
         ones = np.ones((rows, tokens), dtype=np.int64)
         session.run(None, {n: np.zeros_like(ones) if n == "token_type_ids" else ones for n in names})
         if call % 1000 == 0:
-            samples.append({"calls": call, "rss_mb": round(rss_mb(), 1)})
+            samples.append({"calls": call, "rss_mb": round(rss_mb(os.getpid()), 1)})
     return {"mem_pattern": mem_pattern, "seconds": round(time.perf_counter() - start, 1), "rss": samples}
 
 
@@ -85,8 +81,7 @@ def main() -> None:
               f"{after['calls']} calls, {last['rss_mb']} after {last['calls']} "
               f"(+{100 * (last['rss_mb'] / after['rss_mb'] - 1):.1f} %), {runs[-1]['seconds']} s")
     result = {"command": f"bench/session_memory.py --variant {args.variant} --calls {args.calls}",
-              "machine": {"cpus": len(__import__("os").sched_getaffinity(0)), "python": platform.python_version(),
-                          "platform": platform.platform()},
+              "machine": machine(),
               "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

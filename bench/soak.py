@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -42,7 +40,7 @@ from streams.tools import services  # noqa: E402
 from streams.tools.publish import route  # noqa: E402
 from streams.tools.samples import sample_items  # noqa: E402
 
-from pipeline import _count, _wait_points  # noqa: E402  (bench/pipeline.py)
+from pipeline import _count, _wait_points, machine  # noqa: E402  (bench/pipeline.py)
 
 
 def rss_mb(pid: int) -> float:
@@ -123,7 +121,7 @@ def main() -> None:
     peak = max(s["worker"] for s in after) if after else float("nan")
     result = {
         "command": " ".join(["bench/soak.py", *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "minutes": args.minutes, "rate_items_s": args.rate, "tickers": args.tickers,
         "expected_points": expected, "stored_points": stored,
         "worker_rss_mb": {"start": samples[0]["worker"], "after_warm_up": baseline, "peak_after_warm_up": peak,
