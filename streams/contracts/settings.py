@@ -191,6 +191,10 @@ class RuntimeSettings(BaseModel):
     parallel: int | None = Field(
         None, ge=1, le=256,
         description="inference calls run at once; default: usable cores (cgroup quota included) on CPU, 1 on GPU")
+    batches_at_once: int = Field(
+        2, ge=1, le=16,
+        description="micro-batches inferred at once: the next batch's calls keep every core busy while a batch's "
+                    "last (longest) call finishes")
     chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long text")
     max_chunks: int = Field(8, ge=1, le=256, description="windows scored per text; the rest is ignored")
     warm_up: bool = True

@@ -93,7 +93,9 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
     kind_by_topic = t.kind_by_topic
     stage = ScoringStage()
     sink = make_sink(settings.influx)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    # Two batches at once by default: with one, a core idled while the other finished a batch's last
+    # sub-batch (12,000 items, 3 alternating runs: 601-631 -> 656-698 items/s, 1.67 -> 1.80 cores busy).
+    executor = ThreadPoolExecutor(max_workers=settings.runtime.batches_at_once, thread_name_prefix="inference")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
     load = _model_loader(settings)
     watcher = ModelWatcher(settings.model_dir, load, loader)
@@ -214,9 +216,10 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
                       len(result.scores), len(result.dead_letters), result.total_ms)
 
         await start()
-        # Scoring starts as soon as a batch is taken, so batch n+1 is decoded while batch n is inferred
-        # (one inference thread: in order), and batches are stored, published and acked in the background,
-        # in order, after their scoring finished.
+        # Scoring starts as soon as a batch is taken, so batch n+1 is decoded and inferred while batch n is
+        # (``runtime.batches_at_once`` inference threads: they may finish out of order), and batches are
+        # stored, published and acked in the background, in the order they were taken, after their scoring
+        # finished.
         outputs = OrderedStage(finish, depth=settings.batch.in_flight, name="scoring outputs")
         scoring: set[asyncio.Future] = set()
         metrics.READY.set(1)
