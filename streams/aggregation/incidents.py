@@ -38,8 +38,12 @@ class Signals:
     positive_ratio: float
 
     def value(self, rule: Rule) -> float:
-        return {"mean_score": self.mean, "z_score": self.z, "volume_ratio": self.ratio,
-                "negative_ratio": self.negative_ratio, "positive_ratio": self.positive_ratio}[rule.spec.signal]
+        return getattr(self, _SIGNAL_FIELDS[rule.spec.signal])
+
+
+#: A rule's signal name -> the :class:`Signals` field that holds it.
+_SIGNAL_FIELDS = {"mean_score": "mean", "z_score": "z", "volume_ratio": "ratio",
+                  "negative_ratio": "negative_ratio", "positive_ratio": "positive_ratio"}
 
 
 def signals_of(agg: WindowAgg, view: BaselineView, between_window_std: float, rate_floor: float) -> Signals:
