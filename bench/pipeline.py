@@ -16,7 +16,8 @@ and a real worker process, then measures:
 * **the model alone**: the same texts (each item's ``scoring_text``: headline
   or post text, then body, as the worker scores it) through the same model
   directory and variant (``streams.runtime``) in calls of the batch size, in
-  this process: items/s and CPU-s per 1,000; the pipeline's ratio to it.
+  this process, just before and just after the throughput run (the mean of
+  the two): items/s and CPU-s per 1,000; the pipeline's ratio to it.
 
 Prints a table and writes ``bench/results/pipeline.json``. Numbers, not
 assertions: these machines are noisy, compare within one run.
@@ -134,6 +135,13 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
         _wait_points(influx_url, "finsentry", warm_points, 300)
 
         bulk, bulk_points = batch(2, n_items)
+        # exactly what the worker feeds the model: headline (or post text) and body
+        kind = topics.kind_by_topic
+        texts = [parse_item(m.value, kind=kind[m.topic], max_text_chars=BatchSettings().max_text_chars).scoring_text
+                 for m in bulk]
+        # the model alone just before and just after the pipeline run: this box's speed drifts by 10 %+
+        # within minutes, so one measurement on one side can tilt the ratio either way
+        alone_before = model_alone(model_dir, variant, texts, batch_size, env or {})
         pids = {"worker": stack.worker.pid, "broker": stack.broker_pid, "influxdb": stack.influx_pid}
         cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         start = time.monotonic()
@@ -179,15 +187,13 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
 
         log = stack.log_path.read_text(errors="replace")
         provider = "CPUExecutionProvider" if "on CPUExecutionProvider" in log else "see worker log"
-        # exactly what the worker feeds the model: headline (or post text) and body
-        kind = topics.kind_by_topic
-        texts = [parse_item(m.value, kind=kind[m.topic], max_text_chars=BatchSettings().max_text_chars).scoring_text
-                 for m in bulk]
-        alone = model_alone(model_dir, variant, texts, batch_size, env or {})
+        alone_after = model_alone(model_dir, variant, texts, batch_size, env or {})
+        alone = {key: round((alone_before[key] + alone_after[key]) / 2, 3) for key in alone_before}
         return {
             "variant": variant, "batch_size": batch_size, "provider": provider, "env": env or {},
             "items": n_items, "points": bulk_points, "throughput_items_s": round(throughput, 1),
             "cpu_s_per_1000_items": cpu, "model_alone": alone,
+            "model_alone_before_and_after": [alone_before, alone_after],
             "ratio_to_model_alone": round(throughput / alone["items_s"], 3),
             "worker_cpu_ms_per_item_outside_model": round(cpu["worker"] - alone["cpu_s_per_1000"], 3),
             "publish_items_s": round(n_items / (published - start), 1),
