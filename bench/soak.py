@@ -101,7 +101,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.summarise:
         result = json.loads(args.summarise.read_text())
-        warm_up = result.get("warm_up_minutes") or float(result["command"].split("--warm-up ")[1].split()[0])
+        # runs saved before "warm_up_minutes" was recorded: read it from their command line, defaults included
+        warm_up = result.get("warm_up_minutes") or parser.parse_args(result["command"].split()[1:]).warm_up
         samples = result.pop("samples")
         for key in ("worker_rss_mb", "worker_growth_after_warm_up", "growth_span_minutes"):
             result.pop(key, None)
@@ -162,13 +163,14 @@ def summarise(samples: list[dict], warm_up: float, span: float = GROWTH_SPAN) ->
     timed = [s for s in samples if s["minute"] != "end"]
     after = [s for s in timed if s["minute"] >= warm_up]
     if not after:
-        return {"worker_rss_mb": None, "worker_growth_after_warm_up": None}
+        return {"worker_rss_mb": None, "growth_span_minutes": span, "worker_growth_after_warm_up": None}
     end = timed[-1]["minute"]
     first = [s["worker"] for s in after if s["minute"] < warm_up + span]
     last = [s["worker"] for s in after if s["minute"] > end - span]
     rss = {"start": samples[0]["worker"], "after_warm_up": after[0]["worker"],
            "peak_after_warm_up": max(s["worker"] for s in after), "end": samples[-1]["worker"],
-           "first_span_median": statistics.median(first), "last_span_median": statistics.median(last),
+           "first_span_median": round(statistics.median(first), 1),
+           "last_span_median": round(statistics.median(last), 1),
            "first_span_peak": max(first), "last_span_peak": max(last)}
     return {
         "worker_rss_mb": rss, "growth_span_minutes": span,
@@ -183,6 +185,9 @@ def summarise(samples: list[dict], warm_up: float, span: float = GROWTH_SPAN) ->
 def report(result: dict, out: Path) -> None:
     r, g = result["worker_rss_mb"], result["worker_growth_after_warm_up"]
     span = result["growth_span_minutes"]
+    if r is None:
+        print(f"\nno sample after the {result['warm_up_minutes']:g}-minute warm-up: run longer than it\nwrote {out}")
+        return
     print(f"\nworker RSS MB: start {r['start']}, after {result['warm_up_minutes']:g} min warm-up {r['after_warm_up']}, "
           f"end {r['end']}\nfirst {span:g} min after warm-up: median {r['first_span_median']}, peak "
           f"{r['first_span_peak']}; last {span:g} min: median {r['last_span_median']}, peak {r['last_span_peak']}\n"
