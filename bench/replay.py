@@ -66,7 +66,7 @@ def main() -> int:
         points += sum(len(i["tickers"]) for i in live)
         start = time.monotonic()
         asyncio.run(publish(outgoing(live), kafka))
-        live_s = _wait_points(influx_url, "finsentry", points, 900) - start
+        live_s = _wait_points(influx_url, "finsentry", points, 900, every=0.05) - start
 
         history = items(3, args.items)
         source = workdir / "history.jsonl"
@@ -76,7 +76,7 @@ def main() -> int:
         done = subprocess.run([sys.executable, "-m", "streams.cli", "replay", str(source), "--speed", "max",
                                "--quiet", "--max-lag", str(args.max_lag), "--state", str(workdir / "state.json")],
                               cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-        replay_s = _wait_points(influx_url, "finsentry", points, 900) - start
+        replay_s = _wait_points(influx_url, "finsentry", points, 900, every=0.05) - start
         stats = json.loads(done.stdout[done.stdout.index("{"):])
         result = {
             "items": args.items, "live_items_per_s": round(args.items / live_s, 1),
