@@ -88,7 +88,7 @@ class TickerState:
 
     def due(self, lateness: int) -> float | None:
         """Watermark at which this state next needs closing work."""
-        ends = [agg.end for per in self.windows.values() for agg in per.values()]
+        ends = [min(per) + size for size, per in self.windows.items() if per]  # windows are keyed by start
         ends += [i.check_from + i.window for i in self.incidents.values()]
         return min(ends) + lateness if ends else None
 

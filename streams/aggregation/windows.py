@@ -77,6 +77,8 @@ class WindowAgg:
     positive: int = 0
     most_negative: list[TopItem] = field(default_factory=list)
     most_positive: list[TopItem] = field(default_factory=list)
+    #: :meth:`to_dict`'s result until the next :meth:`add` (the only mutation)
+    _record: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def end(self) -> int:
@@ -103,6 +105,7 @@ class WindowAgg:
         >>> w.count, round(w.mean, 2), w.negative_share, w.most_negative[0].id
         (2, -0.2, 0.5, 'a')
         """
+        self._record = None
         self.count += 1
         self.sum_score += item.score
         self.sum_sq += item.score * item.score
@@ -114,12 +117,24 @@ class WindowAgg:
             self.most_positive = sorted([*self.most_positive, item], key=lambda t: (-t.score, t.id))[:keep]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "start": self.start, "size": self.size, "count": self.count, "sum_score": self.sum_score,
-            "sum_sq": self.sum_sq, "negative": self.negative, "positive": self.positive,
-            "most_negative": [t.to_list() for t in self.most_negative],
-            "most_positive": [t.to_list() for t in self.most_positive],
-        }
+        """The changelog form, built once per change: a ticker's state record is rewritten on every batch
+        that names the ticker, and most of its open windows did not change since the last one. Callers
+        must not modify it.
+
+        >>> w = WindowAgg(start=0, size=60)
+        >>> before = w.to_dict()
+        >>> w.add(TopItem("a", -0.5, "x", 1.0), "negative", keep=1)
+        >>> before["count"], w.to_dict()["count"], w.to_dict()["most_negative"]
+        (0, 1, [['a', -0.5, 'x', 1.0]])
+        """
+        if self._record is None:
+            self._record = {
+                "start": self.start, "size": self.size, "count": self.count, "sum_score": self.sum_score,
+                "sum_sq": self.sum_sq, "negative": self.negative, "positive": self.positive,
+                "most_negative": [t.to_list() for t in self.most_negative],
+                "most_positive": [t.to_list() for t in self.most_positive],
+            }
+        return self._record
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WindowAgg":
