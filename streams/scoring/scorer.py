@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import statistics
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -206,7 +207,7 @@ class BatchScorer:
                 worker=self.worker, at=scored.scored_at, items=len(scored.batch), scored=len(scored.scored),
                 dead_letters=len(result.dead_letters), batch_ms=(time.perf_counter() - scored.started) * 1000,
                 inference_ms=result.inference_ms,
-                latency_p50_ms=float(np.median(latencies)) if latencies else 0.0,
+                latency_p50_ms=float(statistics.median(latencies)) if latencies else 0.0,
                 latency_max_ms=max(latencies, default=0.0),
             )
         with metrics.SINK_WRITE_SECONDS.labels(stage="scoring").time():
