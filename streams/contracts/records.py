@@ -108,6 +108,17 @@ class MentionBatch(faust.Record, serializer="json", include_metadata=False):
     mentions: list[Mention]
 
 
+def _parse_time(row: dict, key: str) -> None:
+    """Parse an ISO time in place with the C parser (3x cheaper than the pure-Python one Faust's
+    ``isodates`` uses, per mention); a string it refuses is left for Faust's parser to judge."""
+    value = row.get(key)
+    if isinstance(value, str):
+        try:
+            row[key] = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+
+
 def decode_mentions(value: bytes | None) -> list[Mention]:
     """The mentions in a mentions-topic record: a :class:`MentionBatch`, or one :class:`Mention` as
     earlier workers sent them (a rolling upgrade leaves both in the topic). Raises ``ValueError``."""
@@ -116,6 +127,8 @@ def decode_mentions(value: bytes | None) -> list[Mention]:
     try:
         data = orjson.loads(value or b"")
         rows = data["mentions"] if isinstance(data, dict) and "mentions" in data else [data]
+        for row in rows:
+            _parse_time(row, "published_at")
         mentions = [Mention.from_data(row) for row in rows]
         for m in mentions:
             if not isinstance(m.published_at, datetime) or m.published_at.tzinfo is None:
