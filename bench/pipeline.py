@@ -153,24 +153,21 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
         # within minutes, so one measurement on one side can tilt the ratio either way
         alone_before = model_alone(model_dir, variant, texts, batch_size, env or {})
         pids = {"worker": stack.worker.pid, "broker": stack.broker_pid, "influxdb": stack.influx_pid}
-        cpu_before: dict[str, float] = {}
         bulk_ids = {m.key.decode() for m in bulk}
-        published_at: list[float] = []
 
-        async def publish_and_watch() -> dict[str, int]:
+        async def publish_and_watch() -> tuple[dict[str, float], float, float, dict[str, int]]:
+            """CPU before, first and last publish time, and each item's score timestamp (ms)."""
             watch = asyncio.create_task(_score_timestamps(kafka, topics.scores, bulk_ids, 900))
             await asyncio.sleep(0.5)  # the consumer joins before the first item is published
-            cpu_before.update((name, _cpu_seconds(pid)) for name, pid in pids.items())
-            published_at.append(time.time())
+            cpu_at_start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+            first = time.time()
             await publish(bulk, kafka)
-            published_at.append(time.time())
-            return await watch
+            return cpu_at_start, first, time.time(), await watch
 
-        scored = asyncio.run(publish_and_watch())
+        cpu_before, start, published, scored = asyncio.run(publish_and_watch())
         cpu = {name: round((_cpu_seconds(pid) - cpu_before[name]) / n_items * 1000, 3) for name, pid in pids.items()}
         if len(scored) < len(bulk_ids):
             raise TimeoutError(f"only {len(scored)}/{len(bulk_ids)} score records after 900 s")
-        start, published = published_at
         end = max(scored.values()) / 1000
         _wait_points(influx_url, "finsentry", warm_points + bulk_points, 60)  # every point stored, too
         throughput = n_items / (end - start)

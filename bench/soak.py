@@ -156,7 +156,8 @@ def summarise(samples: list[dict], warm_up: float, span: float = GROWTH_SPAN) ->
     a line: in the run on 6b61b26 it jumped ~30 MB for under 15 s once a minute, at the same second of
     every minute. Two things happen once a minute for all tickers at nearly the same moment: their
     1-minute windows close (windows are aligned to the minute) and their ids are swept; which one it is
-    was not measured. The first version of this bench compared the largest sample after the warm-up
+    was not measured. (On fa9539b, where unchanged windows keep their encoded state, the burst is gone.)
+    The first version of this bench compared the largest sample after the warm-up
     with the one sample at its end, so such a burst against a quiet sample read as growth; that ratio
     is still reported, as ``peak_vs_warm_up_sample``.
     """
