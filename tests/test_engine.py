@@ -218,6 +218,24 @@ def test_a_burst_raises_one_alert_with_evidence_then_resolves_and_cools_down():
     assert firing[1].event_time >= T0 + timedelta(hours=4, minutes=30)  # the second burst fell in the cooldown
 
 
+def test_a_rule_fires_on_the_very_mention_that_reaches_its_min_mentions():
+    rules = parse_rules("""
+version: 1
+rules:
+  - id: negative-spike
+    kind: negative_spike
+    window: 5m
+    min_mentions: 4
+    levels:
+      - {severity: warning, threshold: -0.5}
+""", windows=[60, 300])
+    mentions = burst("AAA", T0 + timedelta(minutes=1), 4)
+    _, three, _ = run(mentions[:3], engine=Aggregator(rules, EngineConfig(), {}))
+    _, four, _ = run(mentions, engine=Aggregator(rules, EngineConfig(), {}))
+    assert three == []
+    assert [(a.status, a.count, a.event_time) for a in four] == [("firing", 4, mentions[3].published_at)]
+
+
 def test_quiet_ticker_raises_nothing():
     _, alerts, _ = run(by_time(background("AAA", 600) + background("BBB", 600, every_s=30, seed=5)))
     assert alerts == []

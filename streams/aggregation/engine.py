@@ -122,6 +122,9 @@ class Aggregator:
         # evidence (top items) only where a rule can cite it: keeps the per-ticker state small
         watched = {r.window for r in rules.active}
         self._rules_by_size = {size: [r for r in rules.active if r.window == size] for size in watched}
+        # fewer mentions than every rule of a size asks for: no rule can match (a rule's counted mentions,
+        # negative or positive ones for the surge kinds, never exceed the window's count)
+        self._min_mentions = {size: min(r.min_mentions for r in rs) for size, rs in self._rules_by_size.items()}
         self._keep = {size: config.top_items if size in watched else 0 for size in config.windows}
         # decoded states as last written to the store (see commit); saves decoding on every mention
         self._cache: dict[str, TickerState] = {}
@@ -275,7 +278,10 @@ class Aggregator:
         rules = self._rules_by_size.get(agg.size)
         if not rules:  # no rule watches this window size: nothing to evaluate
             return
-        view = state.baseline(agg.size).view(agg.start, self.config.half_life)
+        baseline = state.baseline(agg.size)
+        if agg.count < self._min_mentions[agg.size]:  # most windows of most tickers: skip the baseline maths
+            return
+        view = baseline.view(agg.start, self.config.half_life)
         signals = self._signals(agg, view)
         matches = []
         for rule in rules:
