@@ -54,3 +54,41 @@ def test_published_schema_document_matches_the_code():
     committed = json.loads((ROOT / "streams" / "contracts" / "schemas" / "item-v1.json").read_text())
     assert committed == json_schema(), "run: finsentry schema --out streams/contracts/schemas/item-v1.json"
     assert set(committed["required"]) == {"id", "source", "published_at"}
+
+
+EDGE_JSON = ['"\\ud800"', '"\\udc00x"', '"a\\u0000b"', '"\\uD83D\\uDE00"', '"x\u2028y"', 'NaN', 'Infinity', '1e400',
+             '123456789012345678901234567890', '[1,]', '"tab\there"', '"\\x41"', '01', '.5', '"é"', '[' * 150 + ']' * 150,
+             '[' * 600 + ']' * 600, '{"k": 1, "k": 2}', 'tru', '"ok"']
+
+
+@pytest.mark.parametrize("fragment", EDGE_JSON)
+@pytest.mark.parametrize("field", ["headline", "extra", "id", "schema_version"])
+def test_an_item_is_accepted_only_if_both_json_parsers_accept_it(field, fragment):
+    """parse_item reads a valid item with pydantic's parser only; that must never let through what
+    Python's own parser refuses (the worker accepted exactly what both accept before), and a refusal
+    still names the id when there is one."""
+    from pydantic import ValidationError
+
+    from streams.contracts.schema import ItemV1
+
+    text = ('{"id": "e1", "source": "wire", "published_at": "2026-03-02T14:00:00Z", "headline": "Acme", '
+            f'"{field}": {fragment}}}')
+    try:
+        json.loads(text)
+        standard = True
+    except (ValueError, RecursionError):
+        standard = False
+    try:
+        ItemV1.model_validate_json(text, strict=True)
+        strict = True
+    except ValidationError:
+        strict = False
+    try:
+        item = parse_item(text.encode("utf-8", "surrogatepass"), kind="news", max_text_chars=20_000)
+    except BadInput as bad:
+        assert not (standard and strict), bad.reason
+        if standard and field != "id":
+            assert bad.item_id == "e1"
+    else:
+        assert standard and strict
+        assert item.id == ("e1" if field != "id" else json.loads(text)["id"])

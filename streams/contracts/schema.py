@@ -146,6 +146,22 @@ def _probable_id(data: Any) -> str | None:
     return None
 
 
+def _rejection(text: str, error: ValidationError) -> BadInput:
+    """Why ``text`` failed validation, read again with the standard parser for a reason a person can act
+    on: where the JSON breaks, a wrong ``schema_version``, else pydantic's own errors; with the id."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return BadInput("decode", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    if not isinstance(data, dict):
+        return BadInput("decode", f"malformed item: expected a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        return BadInput("validate", f"unsupported schema_version {version!r} (this worker reads {SCHEMA_VERSION})",
+                        _probable_id(data))
+    return BadInput("validate", _describe(error), _probable_id(data))
+
+
 def parse_item(value: bytes | None, *, kind: str, max_text_chars: int,
                max_message_bytes: int = MAX_MESSAGE_BYTES) -> Item:
     """Decode and validate one message value, or raise :class:`BadInput` (never anything else)."""
@@ -169,19 +185,11 @@ def _parse(value: bytes | None, *, kind: str, max_text_chars: int, max_message_b
     except UnicodeDecodeError as exc:
         raise BadInput("decode", f"undecodable bytes: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput("decode", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(data, dict):
-        raise BadInput("decode", f"malformed item: expected a JSON object, got {type(data).__name__}")
-    version = data.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise BadInput("validate", f"unsupported schema_version {version!r} (this worker reads {SCHEMA_VERSION})",
-                       _probable_id(data))
-    try:
+        # pydantic's parser is strict JSON (RFC 8259, plus NaN/Infinity): what it accepts, Python's accepts
+        # too, so a valid item is parsed once; only a refused one is read again, for the reason
         parsed = ItemV1.model_validate_json(text, strict=True)
     except ValidationError as exc:
-        raise BadInput("validate", _describe(exc), _probable_id(data)) from None
+        raise _rejection(text, exc) from None
     total = sum(len(v or "") for v in (parsed.headline, parsed.text, parsed.body))
     if total > max_text_chars:
         raise BadInput("validate", f"text too long: {total} characters > limit {max_text_chars}", parsed.id)
