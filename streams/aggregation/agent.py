@@ -60,7 +60,7 @@ class AggregationStage:
 
 def effect_points(effects: Effects) -> list[str]:
     """InfluxDB lines for what a batch caused: closed windows, then alert status changes."""
-    return [window_point(**vars(w)) for w in effects.closed] + [alert_point(a) for a in effects.alerts]
+    return [window_point(**w._asdict()) for w in effects.closed] + [alert_point(a) for a in effects.alerts]
 
 
 def engine_config(settings: Settings) -> EngineConfig:

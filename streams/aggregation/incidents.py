@@ -9,7 +9,7 @@ becomes one :class:`~streams.contracts.records.Alert` with a stable dedup key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,9 +25,9 @@ __all__ = ["Signals", "signals_of", "IncidentBook", "POLARITIES"]
 POLARITIES = ("negative", "positive", "volume")
 
 
-@dataclass(frozen=True)
-class Signals:
-    """What the rules test in one window, against the ticker's baseline."""
+class Signals(NamedTuple):
+    """What the rules test in one window, against the ticker's baseline (immutable; a NamedTuple
+    because one is built per closed window)."""
 
     mean: float
     negative_share: float

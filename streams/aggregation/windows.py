@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["window_start", "window_label", "WindowAgg", "Baseline", "BaselineView", "TopItem"]
 
@@ -147,9 +147,9 @@ class WindowAgg:
         )
 
 
-@dataclass(frozen=True)
-class BaselineView:
-    """What "normal" looks like for one ticker and window size, at one moment."""
+class BaselineView(NamedTuple):
+    """What "normal" looks like for one ticker and window size, at one moment (immutable; a NamedTuple
+    because one is built per closed window)."""
 
     mean: float  # decayed mean of item scores
     std: float  # decayed std of item scores (floored at MIN_ITEM_STD)
