@@ -27,6 +27,7 @@ from streams.contracts.records import DeadLetter
 from streams.contracts.settings import Settings, load_settings
 from streams.kafka.consumer import SafeCommitApp
 from streams.kafka.observe import serve_operations
+from streams.kafka.partitioner import key_partition
 from streams.kafka.recovery import watch_recovery
 from streams.kafka.security import faust_credentials
 from streams.notify.webhook import attach_webhook
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_batch_size=settings.kafka.producer_max_batch_bytes,
+        producer_partitioner=key_partition,  # aiokafka's, with the hash in native code
         table_standby_replicas=0,
         topic_partitions=settings.topics.partitions,
         topic_allow_declare=True,
