@@ -61,9 +61,10 @@ class SeriesCachingMonitor(PrometheusMonitor):
     message looked up once instead of on every message.
 
     Faust's monitor calls ``labels()`` (a lock and a label check in prometheus_client) three or four times
-    per input message and renders the stream's label from its name each time: ~19 us per message on
-    this project's build box, ~8 us with the series cached. A rebalance removes the partition
-    series (Faust's own ``_clear_partition_related_metrics``) and with them the cache.
+    per input message and renders the stream's label from its name each time: its whole per-message
+    path (message and event in and out, end offset) takes ~21 us on the build box, ~10 us with the
+    series cached. A rebalance removes the partition series (Faust's own
+    ``_clear_partition_related_metrics``) and with them the cache.
     """
 
     def __init__(self, metrics: FaustMetrics, **kwargs: Any) -> None:
