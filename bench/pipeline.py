@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pipeline.py [--model-dir models/default] [--variant int8 --variant fp16]
                                        [--batch-size 32 --batch-size 64] [--items 3000]
+    .venv/bin/python bench/pipeline.py --against DIR --rounds 6 [--items 12000]   # before/after in one run
 
 For each (variant, batch size) it starts a fresh broker (tansu), InfluxDB 1.x
 and a real worker process, then measures:
@@ -18,12 +19,20 @@ and a real worker process, then measures:
   throughput; per item, Kafka timestamp of its score record (sent only after
   InfluxDB accepted the batch) minus its publish timestamp; p50/p99;
 * **CPU**: CPU-seconds per 1,000 items of the worker, the broker and InfluxDB
-  during the throughput run (``/proc/<pid>/stat``, all threads);
+  during the throughput run (``/proc/<pid>/stat``, all threads), and of the
+  worker's event-loop thread alone (where everything but inference runs);
 * **the model alone**: the same texts (each item's ``scoring_text``: headline
   or post text, then body, as the worker scores it) through the same model
   directory and variant (``streams.runtime``) in calls of the batch size, in
   this process, just before and just after the throughput run (the mean of
   the two): items/s and CPU-s per 1,000; the pipeline's ratio to it.
+
+``--against DIR`` (another checkout, e.g. ``git worktree add /tmp/before
+<commit>``) runs the worker of that tree and of this one alternately,
+``--rounds`` times each (this script, its load and the model alone stay this
+tree's), and prints each measure's after/before ratio per pair and its median:
+this box's speed drifts by 10-20 % within minutes, so only pairs of runs
+minutes apart compare.
 
 Prints a table and writes ``bench/results/pipeline.json``. Numbers, not
 assertions: these machines are noisy, compare within one run.
@@ -99,9 +108,10 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """utime + stime of a process (all its threads), or of one of its threads, seconds."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -127,10 +137,10 @@ def model_alone(model_dir: Path, variant: str, texts: list[str], batch_size: int
 
 
 def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, latency_load: float,
-             latency_items: int, env: dict[str, str] | None = None) -> dict:
+             latency_items: int, env: dict[str, str] | None = None, worker_root: Path | None = None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="finsentry-bench-"))
     settings = {"FINSENTRY_MODEL_VARIANT": variant, "FINSENTRY_BATCH__SIZE": str(batch_size), **(env or {})}
-    with services.local_pipeline(model_dir, workdir, settings) as stack:
+    with services.local_pipeline(model_dir, workdir, settings, worker_root=worker_root) as stack:
         kafka = KafkaSettings(broker=stack.broker_url)
         topics = TopicSettings()
         influx_url = stack.influx_url
@@ -160,12 +170,15 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
             watch = asyncio.create_task(_score_timestamps(kafka, topics.scores, bulk_ids, 900))
             await asyncio.sleep(0.5)  # the consumer joins before the first item is published
             cpu_at_start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+            cpu_at_start["worker_event_loop"] = _cpu_seconds(stack.worker.pid, stack.worker.pid)
             first = time.time()
             await publish(bulk, kafka)
             return cpu_at_start, first, time.time(), await watch
 
         cpu_before, start, published, scored = asyncio.run(publish_and_watch())
         cpu = {name: round((_cpu_seconds(pid) - cpu_before[name]) / n_items * 1000, 3) for name, pid in pids.items()}
+        cpu["worker_event_loop"] = round((_cpu_seconds(stack.worker.pid, stack.worker.pid)
+                                          - cpu_before["worker_event_loop"]) / n_items * 1000, 3)
         if len(scored) < len(bulk_ids):
             raise TimeoutError(f"only {len(scored)}/{len(bulk_ids)} score records after 900 s")
         end = max(scored.values()) / 1000
@@ -223,6 +236,46 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
         }
 
 
+def _commit(tree: Path) -> str:
+    """The checked-out commit of a tree (``+`` if it has changes), for the result file."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+#: What a before/after run compares, pair by pair (key path in a result).
+PAIRED = {"items/s": ("throughput_items_s",), "ratio to model alone": ("ratio_to_model_alone",),
+          "worker CPU-ms/item outside model": ("worker_cpu_ms_per_item_outside_model",),
+          "worker CPU-s/1000": ("cpu_s_per_1000_items", "worker"),
+          "event-loop thread CPU-s/1000": ("cpu_s_per_1000_items", "worker_event_loop"),
+          "p50 latency ms": ("latency_p50_ms",), "p99 latency ms": ("latency_p99_ms",)}
+
+
+def _get(result: dict, path: tuple[str, ...]) -> float:
+    for key in path:
+        result = result[key]
+    return float(result)
+
+
+def compare(runs: list[dict]) -> dict:
+    """Per measure: each round's after/before ratio, their median, and each side's median."""
+    import statistics
+
+    rounds = sorted({r["round"] for r in runs})
+    side = {(r["round"], r["code"]): r for r in runs}
+    out = {}
+    for name, path in PAIRED.items():
+        ratios = [_get(side[n, "after"], path) / _get(side[n, "before"], path) for n in rounds]
+        out[name] = {"before_median": statistics.median(_get(side[n, "before"], path) for n in rounds),
+                     "after_median": statistics.median(_get(side[n, "after"], path) for n in rounds),
+                     "after_to_before": [round(x, 3) for x in ratios],
+                     "median_after_to_before": round(statistics.median(ratios), 3)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "default")
@@ -233,30 +286,46 @@ def main() -> None:
     parser.add_argument("--latency-items", type=int, default=600)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="worker setting for every case, e.g. FINSENTRY_RUNTIME__MAX_BATCH=16")
+    parser.add_argument("--against", type=Path, help="another checkout: its worker and this one's, alternately")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each worker (alternating with --against)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
+    trees = [("before", args.against.resolve()), ("after", None)] if args.against else [("this", None)]
 
     results = []
     for variant in args.variant or ["int8"]:
         for size in args.batch_size or [32]:
-            print(f"running variant={variant} batch={size} …", flush=True)
-            results.append(run_case(args.model_dir, variant, size, args.items, args.latency_load, args.latency_items,
-                                    env))
-            print(json.dumps(results[-1]), flush=True)
+            for n in range(1, args.rounds + 1):
+                for code, tree in trees:
+                    print(f"running variant={variant} batch={size} round {n} {code} …", flush=True)
+                    result = run_case(args.model_dir, variant, size, args.items, args.latency_load,
+                                      args.latency_items, env, worker_root=tree)
+                    results.append({"round": n, "code": code, "commit": _commit(tree or ROOT), **result})
+                    print(json.dumps(results[-1]), flush=True)
 
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
-    report = {"machine": machine(),
+    report = {"command": " ".join(["bench/pipeline.py", *sys.argv[1:]]), "machine": machine(),
               "model": {"name": manifest["name"], "version": manifest["version"]}, "results": results}
+    if args.against:
+        report["paired"] = {f"{v}/{b}": compare([r for r in results if (r["variant"], r["batch_size"]) == (v, b)])
+                            for v in args.variant or ["int8"] for b in args.batch_size or [32]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'variant':8} {'batch':>5} {'items/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'model/s':>8} {'ratio':>6} "
-          f"{'CPU-s/1000: worker':>19} {'broker':>7} {'influx':>7} {'model':>6}  (latency at {args.latency_load:.0%} load)")
+    print(f"\n{'code':6} {'variant':8} {'batch':>5} {'items/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'model/s':>8} "
+          f"{'ratio':>6} {'CPU-s/1000: worker':>19} {'loop':>6} {'broker':>7} {'influx':>7} {'model':>6}"
+          f"  (latency at {args.latency_load:.0%} load)")
     for r in results:
         c = r["cpu_s_per_1000_items"]
-        print(f"{r['variant']:8} {r['batch_size']:>5} {r['throughput_items_s']:>8} {r['latency_p50_ms']:>7.0f} "
-              f"{r['latency_p99_ms']:>7.0f} {r['model_alone']['items_s']:>8} {r['ratio_to_model_alone']:>6} "
-              f"{c['worker']:>19} {c['broker']:>7} {c['influxdb']:>7} {r['model_alone']['cpu_s_per_1000']:>6}")
+        print(f"{r['code']:6} {r['variant']:8} {r['batch_size']:>5} {r['throughput_items_s']:>8} "
+              f"{r['latency_p50_ms']:>7.0f} {r['latency_p99_ms']:>7.0f} {r['model_alone']['items_s']:>8} "
+              f"{r['ratio_to_model_alone']:>6} {c['worker']:>19} {c['worker_event_loop']:>6} {c['broker']:>7} "
+              f"{c['influxdb']:>7} {r['model_alone']['cpu_s_per_1000']:>6}")
+    for case, measures in report.get("paired", {}).items():
+        print(f"\nafter/before, pair by pair ({case}):")
+        for name, m in measures.items():
+            print(f"  {name:34} median {m['median_after_to_before']:>6}   {m['after_to_before']}"
+                  f"   (medians {m['before_median']} -> {m['after_median']})")
     print(f"wrote {args.out}")
 
 

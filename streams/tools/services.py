@@ -338,10 +338,12 @@ class LocalPipeline:
 
 @contextlib.contextmanager
 def local_pipeline(model_dir: Path, workdir: Path, settings: dict[str, str] | None = None,
-                   log_path: Path | None = None) -> Iterator[LocalPipeline]:
+                   log_path: Path | None = None, worker_root: Path | None = None) -> Iterator[LocalPipeline]:
     """tansu + InfluxDB 1.6.7 + the default topics + one worker (``streams.cli worker``), stopped on exit.
 
     Used by the benchmarks and sample builders; ``settings`` are extra ``FINSENTRY_*`` variables.
+    ``worker_root``: another checkout whose ``streams`` the worker runs (a before/after benchmark), in
+    this environment; default this one.
     """
     import asyncio
     import sys
@@ -358,7 +360,7 @@ def local_pipeline(model_dir: Path, workdir: Path, settings: dict[str, str] | No
             "FINSENTRY_MODEL_DIR": str(model_dir), **(settings or {})})
         log_path = log_path or Path(workdir) / "worker.log"
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
-                                  cwd=Path(__file__).resolve().parents[2], env=env,
+                                  cwd=worker_root or Path(__file__).resolve().parents[2], env=env,
                                   stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
         yield LocalPipeline(broker.url, influx.url, env, worker, log_path, broker.process.pid, influx.process.pid)
     finally:
