@@ -9,9 +9,8 @@ becomes one :class:`~streams.contracts.records.Alert` with a stable dedup key.
 
 from __future__ import annotations
 
-from typing import NamedTuple
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from streams.aggregation.advice import suggestion
 from streams.aggregation.rules import SEVERITY_RANK, Rule, RuleSet, polarity_of
