@@ -281,7 +281,7 @@ class Aggregator:
         rules = self._rules_by_size.get(agg.size)
         if not rules:  # no rule watches this window size: nothing to evaluate
             return
-        baseline = state.baseline(agg.size)
+        baseline = state.baseline(agg.size)  # before the gate: the state record lists it as it always did
         if agg.count < self._min_mentions[agg.size]:  # most windows of most tickers: skip the baseline maths
             return
         view = baseline.view(agg.start, self.config.half_life)
