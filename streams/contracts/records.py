@@ -11,16 +11,62 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import datetime
-from typing import Literal
+from functools import cache
+from typing import Any, Callable, Literal, TypeVar
 
 import faust
 
 from streams.contracts.labels import LABELS
 
-__all__ = ["Item", "Score", "Mention", "MentionBatch", "decode_mentions", "Alert", "DeadLetter", "LABELS", "Stage"]
+__all__ = ["Item", "Score", "Mention", "MentionBatch", "decode_mentions", "Alert", "DeadLetter", "LABELS", "Stage",
+           "trusted"]
 
 
 Stage = Literal["decode", "validate", "score", "sink", "notify"]
+
+R = TypeVar("R", bound=faust.Record)
+
+
+@cache
+def _passthrough_fields(cls: type[faust.Record]) -> tuple[frozenset[str], frozenset[str]] | None:
+    """``(fields, required fields)`` of a record whose every field descriptor stores values unchanged
+    (no coercion, no tag, no validation, no ``__post_init__``); None for any other record."""
+    options = cls._options
+    if options.coerce or options.validation or hasattr(cls, "__post_init__"):
+        return None
+    if any(d.coerce or d.tag for d in options.descriptors.values()):
+        return None
+    fields = frozenset(options.fields)
+    return fields, fields - frozenset(options.defaults)
+
+
+def trusted(cls: type[R], values: dict[str, Any], fallback: Callable[[dict[str, Any]], R] | None = None) -> R:
+    """``cls(**values)`` for values this process already holds in the right types, ~10x cheaper.
+
+    Faust's generated ``__init__`` passes every field through its descriptor, ~0.7 µs a field: the worker
+    builds a Score and a Mention per item, and decodes every Mention, on the event loop. For records without
+    coercion, tags or validation each descriptor returns the value as it came, so setting the fields
+    directly gives the same record (same ``==``, ``asdict()`` and ``dumps()``). Any other record, and
+    values with unknown or missing fields, go through ``fallback`` (default: the constructor).
+
+    >>> s = trusted(Mention, {"id": "a", "ticker": "X", "published_at": datetime(2026, 1, 1), "score": 0.5,
+    ...                       "label": "positive", "source": "wire"})
+    >>> s == Mention(id="a", ticker="X", published_at=datetime(2026, 1, 1), score=0.5, label="positive",
+    ...              source="wire")
+    True
+    """
+    shape = _passthrough_fields(cls)
+    if shape is None or not (shape[1] <= values.keys() <= shape[0]):
+        return fallback(values) if fallback is not None else cls(**values)
+    record = cls.__new__(cls)
+    fields = record.__dict__
+    defaults = cls._options.defaults
+    fields.update(defaults)
+    fields.update(values)
+    if None in values.values():  # None means the default for a field that has one, as in Faust's __init__
+        fields.update({key: defaults[key] for key, value in values.items() if value is None and key in defaults})
+    fields["__evaluated_fields__"] = set()
+    return record
 
 
 class Item(faust.Record, serializer="json", isodates=True, include_metadata=False):
@@ -129,7 +175,9 @@ def decode_mentions(value: bytes | None) -> list[Mention]:
         rows = data["mentions"] if isinstance(data, dict) and "mentions" in data else [data]
         for row in rows:
             _parse_time(row, "published_at")
-        mentions = [Mention.from_data(row) for row in rows]
+        # a time the C parser refused is left to Faust's own parser, as before
+        mentions = [Mention.from_data(row) if isinstance(row["published_at"], str) else
+                    trusted(Mention, row, Mention.from_data) for row in rows]
         for m in mentions:
             if not isinstance(m.published_at, datetime) or m.published_at.tzinfo is None:
                 raise ValueError(f"published_at is not a timezone-aware time: {m.published_at!r}")

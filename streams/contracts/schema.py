@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from streams.contracts.records import Item, Stage
+from streams.contracts.records import Item, Stage, trusted
 
 __all__ = ["ItemV1", "BadInput", "parse_item", "json_schema", "normalise_ticker", "SCHEMA_VERSION",
            "MAX_TICKERS", "MAX_MESSAGE_BYTES", "EARLIEST", "LATEST"]
@@ -193,7 +193,7 @@ def _parse(value: bytes | None, *, kind: str, max_text_chars: int, max_message_b
     total = sum(len(v or "") for v in (parsed.headline, parsed.text, parsed.body))
     if total > max_text_chars:
         raise BadInput("validate", f"text too long: {total} characters > limit {max_text_chars}", parsed.id)
-    return Item(
+    return trusted(Item, dict(
         id=parsed.id,
         source=parsed.source,
         published_at=parsed.published_at,
@@ -205,7 +205,7 @@ def _parse(value: bytes | None, *, kind: str, max_text_chars: int, max_message_b
         author=parsed.author,
         tickers=list(dict.fromkeys(parsed.tickers)),
         lang=parsed.lang,
-    )
+    ))
 
 
 def json_schema() -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 import faust
 
 from streams.contracts import metrics
-from streams.contracts.records import Mention, MentionBatch, Score
+from streams.contracts.records import Mention, MentionBatch, Score, trusted
 from streams.contracts.settings import Settings
 from streams.influx.sink import make_sink
 from streams.kafka.delivery import deliver, partitions_of
@@ -129,9 +129,10 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
         for s, source in zip(result.scores, result.sources):
             wm = max(stage.source_watermarks.get(source, float("-inf")), s.published_at.timestamp())
             stage.source_watermarks[source] = wm
-            out += [Mention(id=s.id, ticker=ticker, published_at=s.published_at, score=s.score, label=s.label,
-                            source=s.source, kind=s.kind, headline=s.headline, model_version=s.model_version,
-                            source_partition=source, source_watermark=wm)
+            out += [trusted(Mention, dict(id=s.id, ticker=ticker, published_at=s.published_at, score=s.score,
+                                          label=s.label, source=s.source, kind=s.kind, headline=s.headline,
+                                          model_version=s.model_version, source_partition=source,
+                                          source_watermark=wm))
                     for ticker in s.tickers]
         return out
 

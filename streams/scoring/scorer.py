@@ -25,7 +25,7 @@ import numpy as np
 from streams.runtime.model import SentimentModel
 from streams.contracts import metrics
 from streams.influx.points import pipeline_point, score_points
-from streams.contracts.records import DeadLetter, Item, Score, Stage
+from streams.contracts.records import DeadLetter, Item, Score, Stage, trusted
 from streams.contracts.schema import MAX_TICKERS, BadInput, parse_item
 from streams.influx.sink import InfluxSink
 
@@ -180,12 +180,12 @@ class BatchScorer:
                 out.dead_letters.append(self.dead_letter(msg, "score", error or "inference failed", item.id, now))
                 continue
             p_neg, p_neu, p_pos = (float(row[index[k]]) for k in ("negative", "neutral", "positive"))
-            out.scored.append((msg, Score(
+            out.scored.append((msg, trusted(Score, dict(
                 id=item.id, source=item.source, published_at=item.published_at, tickers=self._tickers(item),
                 label=labels[int(np.argmax(row))], p_negative=p_neg, p_neutral=p_neu, p_positive=p_pos,
                 score=p_pos - p_neg, model_name=model.name, model_version=model.version,
                 scored_at=scored_at, kind=item.kind, headline=item.title,
-            )))
+            ))))
         return out
 
     async def store(self, scored: Scored) -> BatchResult:
