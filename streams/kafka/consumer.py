@@ -45,6 +45,14 @@ the broker never handed it out (a real gap: compaction, transaction markers).
   2,400 lost in 10 of 22 two-worker kill runs).
 * Faust's pure-Python stream acks the records it skips; such an ack is
   refused (the record was not processed).
+* Resuming flow control empties every stream's queue (mode's
+  ``FlowControlEvent.resume`` clears them). Recovery resumes it *after* it
+  sought the stream partitions, so records handed over in between are
+  dropped unprocessed while later ones go on. Each such partition is sought
+  back to its oldest dropped record at once, before anything after it is
+  handed over, so a partition is processed in order (the aggregator counts
+  a record that comes back behind its successors as late). Found under CPU
+  load with a faster hand-off, which handed whole fetches in that window.
 
 It also makes Faust's fixed 1500 ms fetch wait a setting.
 """
@@ -67,6 +75,10 @@ from streams.contracts import metrics
 __all__ = ["SafeCommitConsumer", "SafeCommitTransport", "SafeCommitApp", "OffsetLedgerStats"]
 
 log = logging.getLogger(__name__)
+
+#: Generation of a handed-over record that a flow-control resume dropped: Faust's streams skip a record
+#: whose generation is not the consumer's, and this one is nobody's.
+DROPPED_GENERATION = -(2**63)  # no broker issues it (aiokafka uses -1 for "none")
 
 #: Seconds a commit may stay blocked by a delivered message no stream holds before the partition is re-sought.
 STALL_RESEEK_AFTER = 10.0
@@ -128,6 +140,7 @@ class OffsetLedgerStats:
         self.stale_records = 0  # fetched before a seek of their partition, not delivered
         self.gap_offsets_refused = 0  # delivered offsets that a gap would have covered
         self.reseeks = 0  # blocked partitions sought back to their oldest undone offset
+        self.cleared_rewinds = 0  # partitions sought back to records a flow-control resume dropped from a queue
         self.refetches = 0  # fetched records Faust withheld from the streams, fetched again
         self.skipped_acks = 0  # Faust's acks of records its streams skipped unprocessed, refused
 
@@ -145,6 +158,7 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
         #: the messages handed out and not acked, while something (a queue, a buffer, a stream) holds them
         self._held: dict[TP, weakref.WeakValueDictionary] = defaultdict(weakref.WeakValueDictionary)
         self._blocked_since: dict[TP, tuple[int, float]] = {}
+        self._rewind: dict[TP, int] = {}  # partitions to seek back before anything else is handed over
         self.ledger = OffsetLedgerStats()
 
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
@@ -172,7 +186,10 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         self._batch_records = None
         handed: dict[TP, int] = {}
+        self._rewind_dropped()
         async for tp, message in super().getmany(timeout):
+            if self._rewind:
+                self._rewind_dropped()  # the queues were cleared while the last record was handed over
             if self._is_stale(tp):
                 self.ledger.stale_records += 1
                 metrics.LEDGER.labels(event="stale_record").inc()
@@ -219,6 +236,39 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
             self._delivered[tp].add(first)  # no commit passes it before a stream has it
             self._seek_back(tp, first)
 
+    def on_queues_cleared(self) -> None:
+        """Note, per partition, the oldest handed-over record no stream took: the queues it waited in
+        were just emptied. The seek back happens at the next record, once the drain loop finished the
+        hand-over in progress (its read offset would overwrite ours). That record, and any other
+        dropped one still referenced, gets a generation no stream accepts: should it still reach a
+        queue, the stream skips it instead of processing it ahead of the records fetched again."""
+        for tp, delivered in self._delivered.items():
+            committed = self._committed_offset[tp]
+            held = self._held[tp]
+            dropped = []
+            for offset in delivered:
+                if committed is not None and offset < committed:
+                    continue
+                message = held.get(offset)
+                if message is None:
+                    dropped.append(offset)
+                elif not (message.tracked or message.acked):
+                    message.generation_id = DROPPED_GENERATION
+                    dropped.append(offset)
+            if dropped:
+                self._rewind[tp] = min(min(dropped), self._rewind.get(tp, min(dropped)))
+
+    def _rewind_dropped(self) -> None:
+        rewind, self._rewind = self._rewind, {}
+        for tp, offset in rewind.items():
+            if tp not in self.assignment():
+                continue
+            self.ledger.cleared_rewinds += 1
+            metrics.LEDGER.labels(event="cleared_rewind").inc()
+            log.info("%s: records from offset %d were dropped from a stream's queue unprocessed; fetching them "
+                     "again", tp, offset)
+            self._seek_back(tp, offset)
+
     def _seek_back(self, tp: TP, offset: int) -> None:
         """Fetch ``tp`` again from ``offset``; Faust's read offset moves with it so nothing is dropped as read."""
         self._read_offset[tp] = offset
@@ -240,6 +290,7 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
     async def on_partitions_revoked(self, revoked) -> None:
         for tp in revoked:
             self._delivered.pop(tp, None)
+            self._rewind.pop(tp, None)
             self._held.pop(tp, None)
             self._blocked_since.pop(tp, None)
         await super().on_partitions_revoked(revoked)
@@ -348,6 +399,15 @@ class SafeCommitApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.early_tasks: list = []
+        clear_queues = self.flow_control.clear  # resume() calls it: every stream queue is emptied
+
+        def clear_and_rewind() -> None:
+            clear_queues()
+            consumer = self._consumer
+            if isinstance(consumer, SafeCommitConsumer):
+                consumer.on_queues_cleared()
+
+        self.flow_control.clear = clear_and_rewind  # type: ignore[method-assign]
 
     async def on_start(self) -> None:
         await super().on_start()
