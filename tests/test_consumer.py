@@ -251,6 +251,17 @@ def test_records_a_flow_control_resume_dropped_from_the_queues_are_fetched_again
     assert safe._thread.sought == [(TOPIC, 51)]
 
 
+def test_a_partition_sought_since_the_queues_were_cleared_is_not_rewound():
+    # a rebalance clears the queues too; recovery then seeks to the committed offset, which already
+    # fetches everything again: a later rewind must not move the position forward past it
+    safe = _consumer(SafeCommitConsumer, committed=50, acked=[], skipped=[53, 54])
+    safe._rewind = {}
+    safe.on_queues_cleared()
+    safe._thread.seek(TOPIC, 50)  # recovery's seek to committed
+    safe._rewind_dropped()
+    assert safe._thread.sought == [(TOPIC, 50)] and safe.ledger.cleared_rewinds == 0
+
+
 def test_a_resume_that_dropped_nothing_seeks_nothing():
     safe = _consumer(SafeCommitConsumer, committed=50, acked=[], in_flight=[50, 51])
     safe._rewind = {}
@@ -273,4 +284,4 @@ def test_resuming_the_apps_flow_control_empties_the_queues_and_rewinds_the_consu
     queue.put_nowait("event of offset 7")
     app.flow_control.resume()
     assert queue.empty()  # if this fails, mode no longer clears queues on resume: the hook may go
-    assert safe._rewind == {TOPIC: 7}
+    assert safe._rewind == {TOPIC: (7, 0)}

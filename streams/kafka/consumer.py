@@ -158,7 +158,8 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
         #: the messages handed out and not acked, while something (a queue, a buffer, a stream) holds them
         self._held: dict[TP, weakref.WeakValueDictionary] = defaultdict(weakref.WeakValueDictionary)
         self._blocked_since: dict[TP, tuple[int, float]] = {}
-        self._rewind: dict[TP, int] = {}  # partitions to seek back before anything else is handed over
+        #: partitions to seek back before anything else is handed over: (offset, seeks of it when noted)
+        self._rewind: dict[TP, tuple[int, int]] = {}
         self.ledger = OffsetLedgerStats()
 
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
@@ -256,13 +257,16 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
                     message.generation_id = DROPPED_GENERATION
                     dropped.append(offset)
             if dropped:
-                self._rewind[tp] = min(min(dropped), self._rewind.get(tp, min(dropped)))
+                offset = min(dropped)
+                if tp in self._rewind:
+                    offset = min(offset, self._rewind[tp][0])
+                self._rewind[tp] = (offset, self._thread.seeks.get(tp, 0))
 
     def _rewind_dropped(self) -> None:
         rewind, self._rewind = self._rewind, {}
-        for tp, offset in rewind.items():
-            if tp not in self.assignment():
-                continue
+        for tp, (offset, seeks) in rewind.items():
+            if tp not in self.assignment() or self._thread.seeks.get(tp, 0) != seeks:
+                continue  # revoked, or sought since (recovery's seek to the committed offset covers it)
             self.ledger.cleared_rewinds += 1
             metrics.LEDGER.labels(event="cleared_rewind").inc()
             log.info("%s: records from offset %d were dropped from a stream's queue unprocessed; fetching them "
