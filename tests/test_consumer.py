@@ -262,6 +262,17 @@ def test_a_partition_sought_since_the_queues_were_cleared_is_not_rewound():
     assert safe._thread.sought == [(TOPIC, 50)] and safe.ledger.cleared_rewinds == 0
 
 
+def test_a_rewind_noted_before_a_seek_does_not_pull_a_later_one_back():
+    safe = _consumer(SafeCommitConsumer, committed=50, acked=[], skipped=[53, 54])
+    safe._rewind = {}
+    safe.on_queues_cleared()  # a rebalance's clear: 53 dropped
+    safe._thread.seek(TOPIC, 50)  # recovery's seek to committed fetches 53 again
+    safe._delivered[TOPIC] = {60, 61}  # 50..59 processed since; 60, 61 dropped by the next clear
+    safe.on_queues_cleared()
+    safe._rewind_dropped()
+    assert safe._thread.sought == [(TOPIC, 50), (TOPIC, 60)] and safe.ledger.cleared_rewinds == 1
+
+
 def test_a_resume_that_dropped_nothing_seeks_nothing():
     safe = _consumer(SafeCommitConsumer, committed=50, acked=[], in_flight=[50, 51])
     safe._rewind = {}

@@ -257,10 +257,11 @@ class SafeCommitConsumer(aiokafka_driver.Consumer):
                     message.generation_id = DROPPED_GENERATION
                     dropped.append(offset)
             if dropped:
-                offset = min(dropped)
-                if tp in self._rewind:
-                    offset = min(offset, self._rewind[tp][0])
-                self._rewind[tp] = (offset, self._thread.seeks.get(tp, 0))
+                offset, seeks = min(dropped), self._thread.seeks.get(tp, 0)
+                earlier = self._rewind.get(tp)
+                if earlier is not None and earlier[1] == seeks:  # one sought since is void (see _rewind_dropped)
+                    offset = min(offset, earlier[0])
+                self._rewind[tp] = (offset, seeks)
 
     def _rewind_dropped(self) -> None:
         rewind, self._rewind = self._rewind, {}
