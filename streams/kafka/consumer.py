@@ -71,6 +71,7 @@ from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
 
 from streams.contracts import metrics
+from streams.kafka.handoff import InlineFirstStep
 
 __all__ = ["SafeCommitConsumer", "SafeCommitTransport", "SafeCommitApp", "OffsetLedgerStats"]
 
@@ -145,8 +146,10 @@ class OffsetLedgerStats:
         self.skipped_acks = 0  # Faust's acks of records its streams skipped unprocessed, refused
 
 
-class SafeCommitConsumer(aiokafka_driver.Consumer):
-    """aiokafka consumer whose commits never pass an unprocessed message (see module docstring)."""
+class SafeCommitConsumer(InlineFirstStep, aiokafka_driver.Consumer):
+    """aiokafka consumer whose commits never pass an unprocessed message (see module docstring).
+
+    It hands each fetched message to its stream without a task when it can (:mod:`.handoff`)."""
 
     _thread: _ConsumerThread
 
