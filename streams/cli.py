@@ -64,19 +64,6 @@ def _mount_plugins() -> None:
 _mount_plugins()
 
 
-def use_event_loop(name: str) -> None:
-    """Run the worker on ``name``'s event loop (uvloop: a third less event-loop CPU per item, docs/performance.md)."""
-    if name == "uvloop":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            fail("FINSENTRY_EVENT_LOOP=uvloop but uvloop is not installed: pip install uvloop, "
-                 "or set FINSENTRY_EVENT_LOOP=asyncio")
-        import mode.loop
-
-        mode.loop.use("uvloop")
-
-
 @app.command()
 def worker(
     broker: Optional[str] = BrokerOpt,
@@ -112,7 +99,6 @@ def worker(
         from streams.kafka.changelog import mark_changelog_end
 
         asyncio.run(mark_changelog_end(settings.kafka, changelog_topic(settings)))
-    use_event_loop(settings.event_loop)
     try:
         faust_app = create_app(settings)
     except RulesError as exc:

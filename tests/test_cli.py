@@ -29,15 +29,6 @@ def test_worker_refuses_a_missing_model_directory(tmp_path):
     assert "does not exist" in result.stderr
 
 
-@pytest.mark.parametrize("name, module", [("uvloop", "uvloop"), ("asyncio", "asyncio")])
-def test_the_worker_runs_on_the_event_loop_its_settings_name(name, module):
-    code = ("import asyncio; from streams.cli import use_event_loop; use_event_loop(%r); "
-            "print(type(asyncio.new_event_loop()).__module__.split('.')[0])" % name)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == module
-
-
 def test_jsonl_lines_are_sent_as_written_and_routed(tmp_path):
     path = tmp_path / "items.jsonl"
     news = {"id": "n1", "source": "w", "published_at": "2026-01-01T00:00:00Z", "headline": "h"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -274,8 +274,6 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535,
                           description="worker web port: /metrics, /healthz, /readyz (and Faust's pages); 0 disables")
     web_bind: str = Field("127.0.0.1", description="address the web port listens on (0.0.0.0 in a container)")
-    event_loop: Literal["uvloop", "asyncio"] = Field(
-        "uvloop", description="the worker's event loop: uvloop (libuv; less CPU per message) or asyncio's own")
     data_dir: Path = Field(Path(".finsentry-data"), description="Faust local state directory")
     log_level: str = "info"
 

@@ -104,11 +104,9 @@ def attach_scoring(app: faust.App, settings: Settings, *, dead_letters: faust.To
         model = await asyncio.get_running_loop().run_in_executor(loader, load, settings.model_dir)
         await sink.start()
         log.info(
-            "worker ready: %s + %s -> %s; batch %d within %.2fs; model %s %s (%s) on %s; sink %s %s; loop %s; "
-            "settings %s",
+            "worker ready: %s + %s -> %s; batch %d within %.2fs; model %s %s (%s) on %s; sink %s %s; settings %s",
             t.news, t.social, t.scores, settings.batch.size, settings.batch.wait, model.name, model.version,
-            model.variant, model.provider, settings.influx.api.value, settings.influx.url,
-            type(asyncio.get_running_loop()).__module__, settings.redacted(),
+            model.variant, model.provider, settings.influx.api.value, settings.influx.url, settings.redacted(),
         )
         _announce(model)
         extractor = default_extractor() if settings.extract_tickers else None
