@@ -67,6 +67,7 @@ def _consumer(cls, committed, acked, in_flight=(), gaps=(), skipped=()):
     consumer.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
     consumer.assignment = lambda: {TOPIC}
     consumer._blocked_since = {}
+    consumer._rewind = {}
     consumer._batch_seeks = None
     consumer._thread = _Thread()
     consumer.ledger = OffsetLedgerStats()
@@ -235,7 +236,6 @@ def test_records_a_flow_control_resume_dropped_from_the_queues_are_fetched_again
     # recovery sought the partition to 50 and the drain loop handed over 50..55 before recovery resumed
     # flow control, which empties every stream queue: the stream took 50, the rest waited in its queue
     safe = _consumer(SafeCommitConsumer, committed=50, acked=[], in_flight=[50], skipped=[51, 52, 53, 54, 55])
-    safe._rewind = {}
     queued = {o: _Msg(TOPIC, o, tracked=False) for o in (51, 52)}  # still referenced: the queue held them
     for offset, message in queued.items():
         safe._held[TOPIC][offset] = message
@@ -255,7 +255,6 @@ def test_a_partition_sought_since_the_queues_were_cleared_is_not_rewound():
     # a rebalance clears the queues too; recovery then seeks to the committed offset, which already
     # fetches everything again: a later rewind must not move the position forward past it
     safe = _consumer(SafeCommitConsumer, committed=50, acked=[], skipped=[53, 54])
-    safe._rewind = {}
     safe.on_queues_cleared()
     safe._thread.seek(TOPIC, 50)  # recovery's seek to committed
     safe._rewind_dropped()
@@ -264,7 +263,6 @@ def test_a_partition_sought_since_the_queues_were_cleared_is_not_rewound():
 
 def test_a_rewind_noted_before_a_seek_does_not_pull_a_later_one_back():
     safe = _consumer(SafeCommitConsumer, committed=50, acked=[], skipped=[53, 54])
-    safe._rewind = {}
     safe.on_queues_cleared()  # a rebalance's clear: 53 dropped
     safe._thread.seek(TOPIC, 50)  # recovery's seek to committed fetches 53 again
     safe._delivered[TOPIC] = {60, 61}  # 50..59 processed since; 60, 61 dropped by the next clear
@@ -275,7 +273,6 @@ def test_a_rewind_noted_before_a_seek_does_not_pull_a_later_one_back():
 
 def test_a_resume_that_dropped_nothing_seeks_nothing():
     safe = _consumer(SafeCommitConsumer, committed=50, acked=[], in_flight=[50, 51])
-    safe._rewind = {}
     safe.on_queues_cleared()
     safe._rewind_dropped()
     assert safe._thread.sought == [] and safe.ledger.cleared_rewinds == 0
@@ -289,7 +286,6 @@ def test_resuming_the_apps_flow_control_empties_the_queues_and_rewinds_the_consu
 
     app = SafeCommitApp(f"t-{id(object())}", broker="kafka://127.0.0.1:1")
     safe = _consumer(SafeCommitConsumer, committed=7, acked=[], skipped=[7, 8])
-    safe._rewind = {}
     app._consumer = safe
     queue: FlowControlQueue = FlowControlQueue(maxsize=10, flow_control=app.flow_control, clear_on_resume=True)
     queue.put_nowait("event of offset 7")
