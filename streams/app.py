@@ -33,7 +33,7 @@ from streams.kafka.security import faust_credentials
 from streams.notify.webhook import attach_webhook
 from streams.scoring.agent import ScoringStage, attach_scoring
 
-__all__ = ["create_app", "app", "Stages"]
+__all__ = ["create_app", "worker_app", "app", "Stages"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,10 @@ class Stages:
     aggregation: AggregationStage | None
 
 
-def create_app(settings: Settings | None = None) -> faust.App:
-    """Build the worker app from settings (env/file when not given)."""
-    settings = settings or load_settings()
+def worker_app(settings: Settings) -> SafeCommitApp:
+    """The Faust app a worker runs, configured (broker, consumer commits, producer acks, recovery
+    watch) but without stages: :func:`create_app` adds them; ``bench/stage_cpu.py`` measures
+    what this costs per item with nothing else on it."""
     app = SafeCommitApp(
         settings.kafka.consumer_group,
         broker=settings.kafka.broker,
@@ -72,6 +73,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
     )
     app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms
     watch_recovery(app, settings.kafka.recovery_stall_timeout)
+    return app
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    """Build the worker app from settings (env/file when not given)."""
+    settings = settings or load_settings()
+    app = worker_app(settings)
 
     t = settings.topics
     dead_letters = app.topic(t.dead_letter, key_type=bytes, value_type=DeadLetter, key_serializer="raw")
