@@ -115,6 +115,49 @@ def _cpu_seconds(pid: int, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def sample_messages(seed: int, n: int, topics: TopicSettings) -> tuple[list[Outgoing], int]:
+    """``n`` sample items routed to their input topics, and how many score points they make (one per ticker)."""
+    items = list(sample_items(n, seed=seed))
+    return [route(json.dumps(it).encode(), topics) for it in items], sum(len(it["tickers"]) for it in items)
+
+
+def scoring_texts(messages: list[Outgoing], topics: TopicSettings) -> list[str]:
+    """Exactly what the worker feeds the model for each message: headline (or post text) and body."""
+    kind = topics.kind_by_topic
+    return [parse_item(m.value, kind=kind[m.topic], max_text_chars=BatchSettings().max_text_chars).scoring_text
+            for m in messages]
+
+
+def run_backlog(kafka: KafkaSettings, topics: TopicSettings, messages: list[Outgoing], pids: dict[str, int],
+                timeout: float = 900) -> tuple[dict[str, float], float, float, float]:
+    """Publish ``messages`` at once and wait for each one's score record.
+
+    Returns CPU-s per 1,000 messages of each process in ``pids`` (plus ``worker_event_loop``, the
+    event-loop thread of ``pids["worker"]``) from just before the first publish to the last score record,
+    and the first publish, last publish and last score record times (epoch s).
+    """
+    worker = pids["worker"]
+    ids = {m.key.decode() for m in messages}
+
+    def cpu_now() -> dict[str, float]:
+        return {**{name: _cpu_seconds(pid) for name, pid in pids.items()},
+                "worker_event_loop": _cpu_seconds(worker, worker)}
+
+    async def publish_and_watch() -> tuple[dict[str, float], float, float, dict[str, int]]:
+        watch = asyncio.create_task(_score_timestamps(kafka, topics.scores, ids, timeout))
+        await asyncio.sleep(0.5)  # the consumer joins before the first item is published
+        cpu_at_start, first = cpu_now(), time.time()
+        await publish(messages, kafka)
+        return cpu_at_start, first, time.time(), await watch
+
+    cpu_before, start, published, scored = asyncio.run(publish_and_watch())
+    cpu_after = cpu_now()
+    if len(scored) < len(ids):
+        raise TimeoutError(f"only {len(scored)}/{len(ids)} score records after {timeout} s")
+    cpu = {name: round((cpu_after[name] - cpu_before[name]) / len(messages) * 1000, 3) for name in cpu_after}
+    return cpu, start, published, max(scored.values()) / 1000
+
+
 def model_alone(model_dir: Path, variant: str, texts: list[str], batch_size: int, env: dict[str, str]) -> dict:
     """The model by itself on ``texts`` (worker runtime settings from ``env``), best of 2 passes."""
     from streams.contracts.settings import RuntimeSettings
@@ -145,48 +188,22 @@ def run_case(model_dir: Path, variant: str, batch_size: int, n_items: int, laten
         topics = TopicSettings()
         influx_url = stack.influx_url
 
-        def batch(seed: int, n: int) -> tuple[list[Outgoing], int]:
-            items = list(sample_items(n, seed=seed))
-            out = [route(json.dumps(it).encode(), topics) for it in items]
-            return out, sum(len(it["tickers"]) for it in items)
-
-        warm, warm_points = batch(1, 200)
+        warm, warm_points = sample_messages(1, 200, topics)
         asyncio.run(publish(warm, kafka))
         _wait_points(influx_url, "finsentry", warm_points, 300)
 
-        bulk, bulk_points = batch(2, n_items)
-        # exactly what the worker feeds the model: headline (or post text) and body
-        kind = topics.kind_by_topic
-        texts = [parse_item(m.value, kind=kind[m.topic], max_text_chars=BatchSettings().max_text_chars).scoring_text
-                 for m in bulk]
+        bulk, bulk_points = sample_messages(2, n_items, topics)
+        texts = scoring_texts(bulk, topics)
         # the model alone just before and just after the pipeline run: this box's speed drifts by 10 %+
         # within minutes, so one measurement on one side can tilt the ratio either way
         alone_before = model_alone(model_dir, variant, texts, batch_size, env or {})
         pids = {"worker": stack.worker.pid, "broker": stack.broker_pid, "influxdb": stack.influx_pid}
-        bulk_ids = {m.key.decode() for m in bulk}
-
-        async def publish_and_watch() -> tuple[dict[str, float], float, float, dict[str, int]]:
-            """CPU before, first and last publish time, and each item's score timestamp (ms)."""
-            watch = asyncio.create_task(_score_timestamps(kafka, topics.scores, bulk_ids, 900))
-            await asyncio.sleep(0.5)  # the consumer joins before the first item is published
-            cpu_at_start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-            cpu_at_start["worker_event_loop"] = _cpu_seconds(stack.worker.pid, stack.worker.pid)
-            first = time.time()
-            await publish(bulk, kafka)
-            return cpu_at_start, first, time.time(), await watch
-
-        cpu_before, start, published, scored = asyncio.run(publish_and_watch())
-        cpu = {name: round((_cpu_seconds(pid) - cpu_before[name]) / n_items * 1000, 3) for name, pid in pids.items()}
-        cpu["worker_event_loop"] = round((_cpu_seconds(stack.worker.pid, stack.worker.pid)
-                                          - cpu_before["worker_event_loop"]) / n_items * 1000, 3)
-        if len(scored) < len(bulk_ids):
-            raise TimeoutError(f"only {len(scored)}/{len(bulk_ids)} score records after 900 s")
-        end = max(scored.values()) / 1000
+        cpu, start, published, end = run_backlog(kafka, topics, bulk, pids)
         _wait_points(influx_url, "finsentry", warm_points + bulk_points, 60)  # every point stored, too
         throughput = n_items / (end - start)
 
         rate = max(1.0, throughput * latency_load)
-        paced, paced_points = batch(3, latency_items)
+        paced, paced_points = sample_messages(3, latency_items, topics)
         sent_at: dict[str, int] = {}
 
         async def paced_publish() -> None:

@@ -38,18 +38,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import _cpu_seconds, _score_timestamps, machine, model_alone  # noqa: E402  (the same measures)
-from streams.contracts.schema import parse_item  # noqa: E402
+from pipeline import machine, model_alone, run_backlog, sample_messages, scoring_texts  # noqa: E402  (same measures)
 from streams.contracts.settings import BatchSettings, KafkaSettings, TopicSettings  # noqa: E402
 from streams.tools import services  # noqa: E402
-from streams.tools.publish import Outgoing, publish, route  # noqa: E402
-from streams.tools.samples import sample_items  # noqa: E402
+from streams.tools.publish import Outgoing  # noqa: E402
 
 WORKERS = ("frameworks", "scoring", "scoring+aggregation")
 
@@ -79,29 +76,11 @@ def serve_frameworks_only() -> None:
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
 
-def _items(seed: int, n: int, topics: TopicSettings) -> list[Outgoing]:
-    return [route(json.dumps(item).encode(), topics) for item in sample_items(n, seed=seed)]
-
-
 def _measure(kafka: KafkaSettings, topics: TopicSettings, pid: int, items: list[Outgoing]) -> dict:
     """Publish ``items`` at once; the worker's CPU per item until the last of them reached the scores topic."""
-    ids = {m.key.decode() for m in items}
-
-    async def run() -> tuple[float, float, float, dict[str, int]]:
-        watch = asyncio.create_task(_score_timestamps(kafka, topics.scores, ids, 600))
-        await asyncio.sleep(0.5)  # the consumer joins before the first item is published
-        cpu, loop, start = _cpu_seconds(pid), _cpu_seconds(pid, pid), time.time()
-        await publish(items, kafka)
-        return cpu, loop, start, await watch
-
-    cpu, loop, start, stamps = asyncio.run(run())
-    cpu, loop = _cpu_seconds(pid) - cpu, _cpu_seconds(pid, pid) - loop
-    if len(stamps) < len(ids):
-        raise TimeoutError(f"only {len(stamps)}/{len(ids)} records reached {topics.scores}")
-    n = len(items)
-    return {"items_s": round(n / (max(stamps.values()) / 1000 - start), 1),
-            "worker_cpu_ms_per_item": round(cpu / n * 1000, 3),
-            "event_loop_cpu_ms_per_item": round(loop / n * 1000, 3)}
+    cpu, start, _, end = run_backlog(kafka, topics, items, {"worker": pid}, timeout=600)
+    return {"items_s": round(len(items) / (end - start), 1), "worker_cpu_ms_per_item": cpu["worker"],
+            "event_loop_cpu_ms_per_item": cpu["worker_event_loop"]}
 
 
 def run_frameworks(n_items: int) -> dict:
@@ -117,8 +96,8 @@ def run_frameworks(n_items: int) -> dict:
         env = services.local_worker_env(broker.url, workdir / "faust", {})
         worker = subprocess.Popen([sys.executable, __file__, "--serve-frameworks-only"], cwd=ROOT, env=env,
                                   stdout=open(workdir / "worker.log", "wb"), stderr=subprocess.STDOUT)
-        _measure(kafka, topics, worker.pid, _items(1, 200, topics))  # warm-up: joined, topics known
-        return _measure(kafka, topics, worker.pid, _items(2, n_items, topics))
+        _measure(kafka, topics, worker.pid, sample_messages(1, 200, topics)[0])  # warm-up: joined, topics known
+        return _measure(kafka, topics, worker.pid, sample_messages(2, n_items, topics)[0])
     finally:
         if worker is not None:
             worker.terminate()
@@ -131,15 +110,13 @@ def run_worker(n_items: int, model_dir: Path, settings: dict[str, str]) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="finsentry-stage-cpu-"))
     with services.local_pipeline(model_dir, workdir, settings) as stack:
         kafka = KafkaSettings(broker=stack.broker_url)
-        _measure(kafka, topics, stack.worker.pid, _items(1, 200, topics))
-        return _measure(kafka, topics, stack.worker.pid, _items(2, n_items, topics))
+        _measure(kafka, topics, stack.worker.pid, sample_messages(1, 200, topics)[0])
+        return _measure(kafka, topics, stack.worker.pid, sample_messages(2, n_items, topics)[0])
 
 
 def model_alone_on_items(n_items: int, model_dir: Path) -> dict:
     topics = TopicSettings()
-    kind = topics.kind_by_topic
-    texts = [parse_item(m.value, kind=kind[m.topic], max_text_chars=BatchSettings().max_text_chars).scoring_text
-             for m in _items(2, n_items, topics)]
+    texts = scoring_texts(sample_messages(2, n_items, topics)[0], topics)
     return model_alone(model_dir, "int8", texts, BatchSettings().size, {})
 
 
